@@ -1,0 +1,316 @@
+//! What the subcommands do once their arguments are parsed: build the sandbox, serve, render.
+//! `main.rs` owns argument parsing and calls these.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use crate::hooks::Limits;
+use crate::hooks::jsonnet::JsonnetOptions;
+use crate::hooks::sandbox::{Sandbox, SandboxConfig};
+use crate::httpd::{self, HttpdError};
+use crate::render;
+
+/// Options shared by every command that evaluates hooks.
+#[derive(Clone, Debug)]
+pub struct EvalOptions {
+    pub jsonnet: JsonnetOptions,
+    pub limits: Limits,
+    pub workers: Option<usize>,
+}
+
+impl EvalOptions {
+    pub fn sandbox(&self) -> std::io::Result<Sandbox> {
+        let mut config = SandboxConfig::for_current_exe(self.limits.clone(), self.jsonnet.clone())?;
+        if let Some(workers) = self.workers {
+            config.workers = workers;
+        }
+        Ok(Sandbox::new(config))
+    }
+}
+
+/// Resolves `NAME=VALUE`, or `NAME` alone from the environment (kubecfg's `--ext-str` rules).
+pub fn parse_var(entry: &str, flag: &str) -> Result<(String, String), String> {
+    match entry.split_once('=') {
+        Some(("", _)) => Err(format!("{flag} {entry:?}: the name is empty")),
+        Some((name, value)) => Ok((name.to_owned(), value.to_owned())),
+        None => std::env::var(entry)
+            .map(|value| (entry.to_owned(), value))
+            .map_err(|_| format!("{flag} {entry}: missing environment variable {entry}")),
+    }
+}
+
+/// Resolves a CLI limit like `16MiB`, `512k` or a plain byte count.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a size (examples: 4194304, 512KiB, 16MiB, 2GiB)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "k" | "K" | "KiB" | "KB" => 1 << 10,
+        "m" | "M" | "MiB" | "MB" => 1 << 20,
+        "g" | "G" | "GiB" | "GB" => 1 << 30,
+        other => {
+            return Err(format!(
+                "{text:?}: unknown size unit {other:?} (use KiB, MiB or GiB)"
+            ));
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{text:?} is too large"))
+}
+
+/// Waits for SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+/// `kubelambda httpd`. Startup problems exit with 2, as a usage error would.
+pub async fn httpd(
+    listen: &str,
+    files: &[PathBuf],
+    body_limit: usize,
+    eval: &EvalOptions,
+) -> ExitCode {
+    match run_httpd(listen, files, body_limit, eval).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ HttpdError::Serve(_)) => {
+            eprintln!("kubelambda httpd: {e}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("kubelambda httpd: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run_httpd(
+    listen: &str,
+    files: &[PathBuf],
+    body_limit: usize,
+    eval: &EvalOptions,
+) -> Result<(), HttpdError> {
+    let routes = httpd::build_routes(files, &eval.jsonnet.jpath)?;
+    let addr = httpd::parse_listen_addr(listen)?;
+    let sandbox = eval.sandbox().map_err(|e| HttpdError::Bind {
+        addr: listen.to_owned(),
+        source: e,
+    })?;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| HttpdError::Bind {
+            addr: listen.to_owned(),
+            source,
+        })?;
+    let local = listener.local_addr().map_err(HttpdError::Serve)?;
+    for (route, source) in &routes {
+        tracing::info!("serving {} at POST {route}", source.display_name());
+    }
+    tracing::info!("kubelambda httpd listening on http://{local}");
+    let server = httpd::Server::new(routes, sandbox, body_limit);
+    httpd::serve(listener, server, shutdown_signal()).await
+}
+
+/// `kubelambda render`: prints the response on stdout, or the error on stderr and exits 1.
+pub async fn render(hook: &Path, request: &Path, eval: &EvalOptions) -> ExitCode {
+    let result = async {
+        let body = render::read_request(request)?;
+        let sandbox = eval
+            .sandbox()
+            .map_err(|source| render::RenderError::Request {
+                from: "the sandbox".into(),
+                source,
+            })?;
+        render::render(&sandbox, hook, &eval.jsonnet.jpath, &body).await
+    }
+    .await;
+    match result {
+        Ok(json) => {
+            print!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kubelambda render: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `kubelambda run` settings, parsed.
+pub struct RunOptions {
+    pub kubeconfig: Option<PathBuf>,
+    pub workers: usize,
+    pub discovery_interval: std::time::Duration,
+    pub apply: crate::engine::children::ApplyStrategy,
+    pub metrics_address: String,
+    pub health_address: String,
+    pub target_label_selector: Option<String>,
+}
+
+async fn kube_config(path: Option<&Path>) -> Result<kube::Config, String> {
+    match path {
+        Some(path) => {
+            let kc = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| format!("cannot read kubeconfig {}: {e}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
+                .await
+                .map_err(|e| format!("kubeconfig {}: {e}", path.display()))
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            format!("no cluster configuration (give --kubeconfig, set KUBECONFIG, or run in a cluster): {e}")
+        }),
+    }
+}
+
+/// Serves `/metrics` (API request counts) on `addr`, unless it is "0".
+async fn serve_metrics(
+    addr: &str,
+    metrics: crate::telemetry::api_metrics::ApiMetrics,
+) -> Result<(), String> {
+    if addr == "0" {
+        return Ok(());
+    }
+    let addr = httpd::parse_listen_addr(addr).map_err(|e| e.to_string())?;
+    let mut registry = prometheus_client::registry::Registry::with_prefix("kubelambda");
+    metrics.register(&mut registry);
+    let registry = std::sync::Arc::new(registry);
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let registry = registry.clone();
+            async move {
+                let mut body = String::new();
+                let _ = prometheus_client::encoding::text::encode(&mut body, &registry);
+                body
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} for metrics: {e}"))?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(())
+}
+
+/// Serves `/healthz` and `/readyz` on `addr`, unless it is "0".
+async fn serve_health(addr: &str) -> Result<(), String> {
+    if addr == "0" {
+        return Ok(());
+    }
+    let addr = httpd::parse_listen_addr(addr).map_err(|e| e.to_string())?;
+    let app = axum::Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok\n" }))
+        .route("/readyz", axum::routing::get(|| async { "ok\n" }));
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("cannot listen on {addr} for health probes: {e}"))?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(())
+}
+
+/// `kubelambda run`: the controller, until SIGINT or SIGTERM.
+pub async fn run(options: RunOptions, eval: &EvalOptions) -> ExitCode {
+    let result = async {
+        let config = kube_config(options.kubeconfig.as_deref()).await?;
+        let sandbox = eval
+            .sandbox()
+            .map_err(|e| format!("cannot start the hook sandbox: {e}"))?;
+        let engine = crate::engine::Engine::start(
+            config,
+            crate::engine::EngineConfig {
+                workers: options.workers,
+                discovery_interval: options.discovery_interval,
+                apply: options.apply,
+                target_label_selector: options.target_label_selector,
+                sandbox,
+            },
+        )
+        .map_err(|e| format!("cannot create the Kubernetes client: {e}"))?;
+        serve_metrics(&options.metrics_address, engine.metrics.clone()).await?;
+        serve_health(&options.health_address).await?;
+        tracing::info!("kubelambda controller running");
+        shutdown_signal().await;
+        drop(engine);
+        Ok::<(), String>(())
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("kubelambda run: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `kubelambda crds`: every CRD as one YAML stream.
+pub fn crds() -> ExitCode {
+    match crate::api::crds_yaml() {
+        Ok(yaml) => {
+            print!("{yaml}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kubelambda crds: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_accept_units_and_name_bad_input() {
+        assert_eq!(parse_size("4194304"), Ok(4 << 20));
+        assert_eq!(parse_size("16MiB"), Ok(16 << 20));
+        assert_eq!(parse_size("2G"), Ok(2 << 30));
+        assert_eq!(
+            parse_size("12 parsecs"),
+            Err("\"12 parsecs\": unknown size unit \"parsecs\" (use KiB, MiB or GiB)".into())
+        );
+        assert!(parse_size("lots").is_err());
+    }
+
+    #[test]
+    fn vars_come_from_the_flag_or_the_environment() {
+        assert_eq!(
+            parse_var("a=b=c", "--ext-str"),
+            Ok(("a".into(), "b=c".into()))
+        );
+        assert_eq!(
+            parse_var("KUBELAMBDA_TEST_SURELY_UNSET", "--ext-str"),
+            Err("--ext-str KUBELAMBDA_TEST_SURELY_UNSET: missing environment variable KUBELAMBDA_TEST_SURELY_UNSET".into())
+        );
+        assert_eq!(
+            parse_var("=x", "--tla-str"),
+            Err("--tla-str \"=x\": the name is empty".into())
+        );
+    }
+}

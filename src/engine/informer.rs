@@ -1,0 +1,311 @@
+//! Shared informers: exactly one watch per resource type for the whole process, whatever the number
+//! of controllers that need it. Each informer keeps its own cache, indexed by controller-owner UID,
+//! and broadcasts changes to its subscribers. The watch stops when the last subscriber lets go.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+
+use futures::StreamExt;
+use kube::api::{ApiResource, DynamicObject};
+use kube::runtime::WatchStreamExt;
+use kube::runtime::watcher::{self, Event};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::{broadcast, watch};
+
+/// Namespace (empty for cluster-scoped objects) and name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ObjectKey {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectKey {
+    pub fn new(namespace: Option<&str>, name: &str) -> Self {
+        Self {
+            namespace: namespace.unwrap_or_default().to_owned(),
+            name: name.to_owned(),
+        }
+    }
+
+    pub fn of(obj: &DynamicObject) -> Self {
+        Self::new(obj.metadata.namespace.as_deref(), &obj.name_any())
+    }
+
+    pub fn namespace(&self) -> Option<&str> {
+        (!self.namespace.is_empty()).then_some(self.namespace.as_str())
+    }
+}
+
+impl std::fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.namespace() {
+            Some(ns) => write!(f, "{ns}/{}", self.name),
+            None => f.write_str(&self.name),
+        }
+    }
+}
+
+/// A change seen by an informer.
+#[derive(Clone, Debug)]
+pub enum Change {
+    Applied(Arc<DynamicObject>),
+    Deleted(Arc<DynamicObject>),
+    /// The subscriber fell behind or the cache was rebuilt: treat everything as changed.
+    Resync,
+}
+
+/// The UID of an object's controller owner, if it has one.
+pub fn controller_uid(obj: &DynamicObject) -> Option<&str> {
+    obj.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.as_str())
+}
+
+#[derive(Default)]
+struct Cache {
+    objects: HashMap<ObjectKey, Arc<DynamicObject>>,
+    /// Controller-owner UID → owned objects. Orphans live under the empty string.
+    by_owner: HashMap<String, HashSet<ObjectKey>>,
+}
+
+impl Cache {
+    fn insert(&mut self, obj: Arc<DynamicObject>) -> Option<Arc<DynamicObject>> {
+        let key = ObjectKey::of(&obj);
+        let old = self.remove(&key);
+        let owner = controller_uid(&obj).unwrap_or_default().to_owned();
+        self.by_owner.entry(owner).or_default().insert(key.clone());
+        self.objects.insert(key, obj);
+        old
+    }
+
+    fn remove(&mut self, key: &ObjectKey) -> Option<Arc<DynamicObject>> {
+        let old = self.objects.remove(key)?;
+        let owner = controller_uid(&old).unwrap_or_default();
+        if let Some(set) = self.by_owner.get_mut(owner) {
+            set.remove(key);
+            if set.is_empty() {
+                self.by_owner.remove(owner);
+            }
+        }
+        Some(old)
+    }
+}
+
+/// One watch over one resource type, shared.
+pub struct Informer {
+    resource: ApiResource,
+    cache: RwLock<Cache>,
+    changes: broadcast::Sender<Change>,
+    ready: watch::Receiver<bool>,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Drop for Informer {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.lock().ok().and_then(|mut t| t.take()) {
+            task.abort();
+        }
+    }
+}
+
+impl Informer {
+    pub fn resource(&self) -> &ApiResource {
+        &self.resource
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<Change> {
+        self.changes.subscribe()
+    }
+
+    /// Waits until the first full list has been received.
+    pub async fn wait_ready(&self) {
+        let mut ready = self.ready.clone();
+        let _ = ready.wait_for(|r| *r).await;
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
+        self.cache.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, key: &ObjectKey) -> Option<Arc<DynamicObject>> {
+        self.read().objects.get(key).cloned()
+    }
+
+    /// Every cached object, optionally only those in `namespace`.
+    pub fn list(&self, namespace: Option<&str>) -> Vec<Arc<DynamicObject>> {
+        self.read()
+            .objects
+            .iter()
+            .filter(|(k, _)| namespace.is_none_or(|ns| k.namespace == ns))
+            .map(|(_, o)| o.clone())
+            .collect()
+    }
+
+    /// Objects whose controller owner has this UID.
+    pub fn owned_by(&self, uid: &str) -> Vec<Arc<DynamicObject>> {
+        let cache = self.read();
+        cache
+            .by_owner
+            .get(uid)
+            .into_iter()
+            .flatten()
+            .filter_map(|k| cache.objects.get(k).cloned())
+            .collect()
+    }
+
+    /// Objects without a controller owner, optionally only in `namespace`.
+    pub fn orphans(&self, namespace: Option<&str>) -> Vec<Arc<DynamicObject>> {
+        let cache = self.read();
+        cache
+            .by_owner
+            .get("")
+            .into_iter()
+            .flatten()
+            .filter(|k| namespace.is_none_or(|ns| k.namespace == ns))
+            .filter_map(|k| cache.objects.get(k).cloned())
+            .collect()
+    }
+
+    fn apply(&self, obj: DynamicObject) {
+        let obj = Arc::new(obj);
+        let old = self
+            .cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(obj.clone());
+        // A re-delivery of the same version (e.g. after a relist) is not a change.
+        if old.is_some_and(|o| o.metadata.resource_version == obj.metadata.resource_version) {
+            return;
+        }
+        let _ = self.changes.send(Change::Applied(obj));
+    }
+
+    fn delete(&self, obj: DynamicObject) {
+        let key = ObjectKey::of(&obj);
+        let old = self
+            .cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        let _ = self
+            .changes
+            .send(Change::Deleted(old.unwrap_or_else(|| Arc::new(obj))));
+    }
+
+    /// A relist finished: drop what the server no longer has.
+    fn replace_all(&self, listed: Vec<DynamicObject>) {
+        let listed_keys: HashSet<ObjectKey> = listed.iter().map(ObjectKey::of).collect();
+        let gone: Vec<ObjectKey> = self
+            .read()
+            .objects
+            .keys()
+            .filter(|k| !listed_keys.contains(k))
+            .cloned()
+            .collect();
+        for key in gone {
+            let old = self
+                .cache
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&key);
+            if let Some(old) = old {
+                let _ = self.changes.send(Change::Deleted(old));
+            }
+        }
+        for obj in listed {
+            self.apply(obj);
+        }
+    }
+}
+
+/// Hands out shared informers, one per resource type, and forgets them when unused.
+#[derive(Clone)]
+pub struct InformerFactory {
+    client: Client,
+    informers: Arc<Mutex<HashMap<String, Weak<Informer>>>>,
+}
+
+fn resource_id(ar: &ApiResource) -> String {
+    format!("{}/{}", ar.api_version, ar.plural)
+}
+
+impl InformerFactory {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            informers: Arc::default(),
+        }
+    }
+
+    /// How many watches are open now.
+    pub fn active(&self) -> usize {
+        self.informers
+            .lock()
+            .map(|m| m.values().filter(|w| w.strong_count() > 0).count())
+            .unwrap_or(0)
+    }
+
+    /// The informer for `ar`, started on first use. Keep the `Arc` for as long as you need it.
+    pub fn informer(&self, ar: &ApiResource) -> Arc<Informer> {
+        let id = resource_id(ar);
+        let mut informers = self.informers.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(existing) = informers.get(&id).and_then(Weak::upgrade) {
+            return existing;
+        }
+        let (ready_tx, ready_rx) = watch::channel(false);
+        let (changes, _) = broadcast::channel(16384);
+        let informer = Arc::new(Informer {
+            resource: ar.clone(),
+            cache: RwLock::default(),
+            changes,
+            ready: ready_rx,
+            task: Mutex::new(None),
+        });
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), ar);
+        let weak = Arc::downgrade(&informer);
+        let task = tokio::spawn(run_watch(api, weak, ready_tx, id.clone()));
+        if let Ok(mut slot) = informer.task.lock() {
+            *slot = Some(task);
+        }
+        informers.insert(id, Arc::downgrade(&informer));
+        informer
+    }
+}
+
+async fn run_watch(
+    api: Api<DynamicObject>,
+    informer: Weak<Informer>,
+    ready: watch::Sender<bool>,
+    id: String,
+) {
+    let mut stream = watcher::watcher(api, watcher::Config::default())
+        .default_backoff()
+        .boxed();
+    let mut relist: Option<Vec<DynamicObject>> = None;
+    while let Some(event) = stream.next().await {
+        let Some(informer) = informer.upgrade() else {
+            return;
+        };
+        match event {
+            Ok(Event::Apply(obj)) => informer.apply(obj),
+            Ok(Event::Delete(obj)) => informer.delete(obj),
+            Ok(Event::Init) => relist = Some(Vec::new()),
+            Ok(Event::InitApply(obj)) => match relist.as_mut() {
+                Some(buffer) => buffer.push(obj),
+                None => informer.apply(obj),
+            },
+            Ok(Event::InitDone) => {
+                informer.replace_all(relist.take().unwrap_or_default());
+                let _ = ready.send(true);
+            }
+            Err(e) => tracing::warn!("watch {id}: {e}"),
+        }
+    }
+}

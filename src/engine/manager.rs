@@ -1,0 +1,190 @@
+//! Controllers of controllers: watches CompositeControllers and keeps exactly one running
+//! instance per object, restarted when its spec changes and stopped when it is deleted.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::api::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::events::{Event as KubeEvent, EventType};
+use kube::runtime::watcher::{self, Event};
+use kube::{Resource, ResourceExt};
+use tokio::sync::Mutex;
+
+use super::Shared;
+use super::composite::{self, Running};
+use super::queue::{Backoff, WorkQueue};
+use crate::api::{CompositeController, CompositeControllerSpec};
+
+struct Instance {
+    spec: CompositeControllerSpec,
+    /// `None` when the spec cannot run (a permanent error was reported); waits for a new spec.
+    running: Option<Running>,
+}
+
+/// Runs until the watch stream ends (it does not, short of the task being dropped).
+pub async fn run_composites(shared: Shared, target: Option<String>) {
+    let api: Api<CompositeController> = Api::all(shared.client.clone());
+    let mut config = watcher::Config::default();
+    if let Some(selector) = &target {
+        config = config.labels(selector);
+    }
+    let latest: Arc<Mutex<HashMap<String, CompositeController>>> = Arc::default();
+    let instances: Arc<Mutex<HashMap<String, Instance>>> = Arc::default();
+    let queue: WorkQueue<String> = WorkQueue::new(Backoff::default());
+
+    let reconciler = {
+        let (latest, instances, queue, shared) = (
+            latest.clone(),
+            instances.clone(),
+            queue.clone(),
+            shared.clone(),
+        );
+        tokio::spawn(async move {
+            while let Some(name) = queue.next().await {
+                let want = latest.lock().await.get(&name).cloned();
+                let result = reconcile(&shared, &instances, &name, want).await;
+                queue.done(&name);
+                match result {
+                    Ok(()) => queue.forget(&name),
+                    Err(()) => {
+                        queue.add_rate_limited(name);
+                    }
+                }
+            }
+        })
+    };
+
+    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    let mut listing: Option<Vec<String>> = None;
+    while let Some(event) = stream.next().await {
+        match event {
+            Ok(Event::Apply(cc)) | Ok(Event::InitApply(cc)) => {
+                let name = cc.name_any();
+                if let Some(list) = listing.as_mut() {
+                    list.push(name.clone());
+                }
+                latest.lock().await.insert(name.clone(), cc);
+                queue.add(name);
+            }
+            Ok(Event::Delete(cc)) => {
+                let name = cc.name_any();
+                latest.lock().await.remove(&name);
+                queue.add(name);
+            }
+            Ok(Event::Init) => listing = Some(Vec::new()),
+            Ok(Event::InitDone) => {
+                let listed = listing.take().unwrap_or_default();
+                let mut latest = latest.lock().await;
+                let gone: Vec<String> = latest
+                    .keys()
+                    .filter(|k| !listed.contains(k))
+                    .cloned()
+                    .collect();
+                for name in gone {
+                    latest.remove(&name);
+                    queue.add(name);
+                }
+            }
+            Err(e) => tracing::warn!("watching CompositeControllers: {e}"),
+        }
+    }
+    queue.shutdown();
+    let _ = reconciler.await;
+}
+
+async fn event(
+    shared: &Shared,
+    cc: &CompositeController,
+    type_: EventType,
+    reason: &str,
+    note: String,
+) {
+    let reference = cc.object_ref(&());
+    let event = KubeEvent {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note),
+        action: reason.to_owned(),
+        secondary: None,
+    };
+    if let Err(e) = shared.recorder.publish(&event, &reference).await {
+        tracing::warn!(
+            "cannot record event on CompositeController {}: {e}",
+            cc.name_any()
+        );
+    }
+}
+
+/// Brings the running instance of `name` in line with `want`. `Err` means "retry later".
+async fn reconcile(
+    shared: &Shared,
+    instances: &Mutex<HashMap<String, Instance>>,
+    name: &str,
+    want: Option<CompositeController>,
+) -> Result<(), ()> {
+    let mut instances = instances.lock().await;
+    let Some(cc) = want else {
+        if instances.remove(name).is_some_and(|i| i.running.is_some()) {
+            tracing::info!("stopped CompositeController {name}");
+        }
+        return Ok(());
+    };
+    if instances.get(name).is_some_and(|i| i.spec == cc.spec) {
+        return Ok(());
+    }
+    if let Some(old) = instances.remove(name) {
+        drop(old);
+        tracing::info!("stopping CompositeController {name}: its spec changed");
+    }
+    match composite::start(&cc, shared).await {
+        Ok(running) => {
+            tracing::info!("started CompositeController {name}");
+            event(
+                shared,
+                &cc,
+                EventType::Normal,
+                "Started",
+                format!("Started controller: {name}"),
+            )
+            .await;
+            instances.insert(
+                name.to_owned(),
+                Instance {
+                    spec: cc.spec.clone(),
+                    running: Some(running),
+                },
+            );
+            Ok(())
+        }
+        Err(e) => {
+            tracing::warn!("cannot start CompositeController {name}: {e}");
+            let reason = if e.is_permanent() {
+                "SyncError"
+            } else {
+                "CreateError"
+            };
+            event(
+                shared,
+                &cc,
+                EventType::Warning,
+                reason,
+                format!("Cannot start controller: {e}"),
+            )
+            .await;
+            if e.is_permanent() {
+                instances.insert(
+                    name.to_owned(),
+                    Instance {
+                        spec: cc.spec.clone(),
+                        running: None,
+                    },
+                );
+                Ok(())
+            } else {
+                Err(())
+            }
+        }
+    }
+}

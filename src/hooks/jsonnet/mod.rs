@@ -1,0 +1,216 @@
+//! The Jsonnet backend, on jrsonnet-evaluator.
+//!
+//! jrsonnet values are not `Send`, so an evaluator lives on one thread (in practice: one sandbox
+//! worker process, see `hooks::sandbox`). It keeps one evaluation state per hook, with the hook's
+//! top-level value already evaluated, and throws that state away when the hook file or anything it
+//! imported changes on disk.
+
+mod natives;
+mod resolver;
+mod trace;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::rc::Rc;
+
+use jrsonnet_evaluator::{
+    IStr, State, Val,
+    error::ErrorKind,
+    manifest::JsonFormat,
+    tla::TlaArg,
+    trace::{CompactFormat, PathResolver, TraceFormat},
+};
+use jrsonnet_stdlib::ContextInitializer;
+use serde::{Deserialize, Serialize};
+
+use super::{EvalError, HookSource, LimitKind};
+pub use resolver::BUNDLED;
+use resolver::{FileStamp, HookImportResolver, Stamps};
+
+/// Settings shared by every Jsonnet hook of a process: the CLI's `-J`, `--ext-str`, `--ext-code`,
+/// `--tla-str` and `--tla-code`, and the limits that apply inside the evaluator.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JsonnetOptions {
+    pub jpath: Vec<PathBuf>,
+    pub ext_str: Vec<(String, String)>,
+    pub ext_code: Vec<(String, String)>,
+    pub tla_str: Vec<(String, String)>,
+    pub tla_code: Vec<(String, String)>,
+}
+
+/// A hook whose top-level value is evaluated and ready to be called.
+struct LoadedHook {
+    name: String,
+    state: State,
+    value: Val,
+    stamps: Stamps,
+}
+
+impl LoadedHook {
+    fn is_current(&self) -> bool {
+        self.stamps.borrow().iter().all(FileStamp::is_current)
+    }
+}
+
+pub struct JsonnetEvaluator {
+    options: JsonnetOptions,
+    max_stack: usize,
+    max_output_bytes: usize,
+    hooks: HashMap<HookSource, LoadedHook>,
+}
+
+/// Formats an evaluation error with its stack (file:line:column where jrsonnet knows it). jrsonnet
+/// does not locate every error (a missing field, for one), so an error without any location at
+/// least names the hook it came from.
+fn format_error(error: &jrsonnet_evaluator::Error, hook: &str) -> EvalError {
+    if matches!(error.error(), ErrorKind::StackOverflow) {
+        return EvalError::limit(
+            LimitKind::StackDepth,
+            "too many nested calls (infinite recursion?)",
+        );
+    }
+    let format = CompactFormat {
+        resolver: PathResolver::Absolute,
+        max_trace: 20,
+        padding: 4,
+    };
+    let mut text = format
+        .format(error)
+        .unwrap_or_else(|_| error.error().to_string());
+    if error.trace().0.iter().all(|frame| frame.location.is_none()) {
+        text.push_str(&format!("\n    in {hook}"));
+    }
+    EvalError::Hook(text)
+}
+
+impl JsonnetEvaluator {
+    pub fn new(options: JsonnetOptions, max_stack: usize, max_output_bytes: usize) -> Self {
+        jrsonnet_evaluator::stack::set_stack_depth_limit(max_stack);
+        Self {
+            options,
+            max_stack,
+            max_output_bytes,
+            hooks: HashMap::new(),
+        }
+    }
+
+    /// Evaluates `source` with the JSON `request` bound as the top-level argument `request`; a hook
+    /// that is not a function is returned as it is. Returns the response as go-jsonnet formats it
+    /// (3-space indent, trailing newline).
+    pub fn evaluate(&mut self, source: &HookSource, request: &[u8]) -> Result<String, EvalError> {
+        let stale = self.hooks.get(source).is_some_and(|h| !h.is_current());
+        if stale {
+            self.hooks.remove(source);
+        }
+        if !self.hooks.contains_key(source) {
+            let loaded = self.load(source)?;
+            self.hooks.insert(source.clone(), loaded);
+        }
+        let Some(hook) = self.hooks.get(source) else {
+            return Err(EvalError::Worker("hook vanished from the cache".into()));
+        };
+        let result = Self::call(hook, &self.options, request, self.max_output_bytes);
+        // Objects and thunks form reference cycles; without this a long-running worker grows.
+        jrsonnet_gcmodule::collect_thread_cycles();
+        result
+    }
+
+    #[allow(clippy::mutable_key_type)] // IStr keys are interned, not mutated
+    fn call(
+        hook: &LoadedHook,
+        options: &JsonnetOptions,
+        request: &[u8],
+        max_output_bytes: usize,
+    ) -> Result<String, EvalError> {
+        let _entered = hook.state.enter();
+        // Parsed as JSON, never as Jsonnet code: a request must not be able to import files.
+        let request: Val =
+            serde_json::from_slice(request).map_err(|e| EvalError::BadRequest(e.to_string()))?;
+        let mut tla: HashMap<IStr, TlaArg> = HashMap::new();
+        for (name, value) in &options.tla_str {
+            tla.insert(name.as_str().into(), TlaArg::String(value.as_str().into()));
+        }
+        for (name, code) in &options.tla_code {
+            tla.insert(name.as_str().into(), TlaArg::InlineCode(code.clone()));
+        }
+        tla.insert("request".into(), TlaArg::Val(request));
+        let out = jrsonnet_evaluator::apply_tla(&tla, hook.value.clone())
+            .and_then(|v| v.manifest(JsonFormat::cli(3)))
+            .map_err(|e| format_error(&e, &hook.name))?;
+        if out.len() + 1 > max_output_bytes {
+            return Err(EvalError::limit(
+                LimitKind::OutputSize,
+                format!(
+                    "the response is {} bytes, the limit is {max_output_bytes}",
+                    out.len() + 1
+                ),
+            ));
+        }
+        let mut out = out;
+        out.push('\n');
+        Ok(out)
+    }
+
+    fn load(&self, source: &HookSource) -> Result<LoadedHook, EvalError> {
+        let (hook_jpath, main): (&[PathBuf], Main<'_>) = match source {
+            HookSource::JsonnetFile { path, jpath } => (jpath, Main::File(path)),
+            HookSource::JsonnetInline { name, code, jpath } => (jpath, Main::Inline(name, code)),
+            _ => return Err(EvalError::Worker("not a Jsonnet hook".into())),
+        };
+        let search: Vec<PathBuf> = hook_jpath
+            .iter()
+            .chain(&self.options.jpath)
+            .cloned()
+            .collect();
+        let stamps: Stamps = Rc::default();
+        let name = source.display_name();
+
+        let std_ctx = ContextInitializer::new(PathResolver::Absolute);
+        natives::register(&std_ctx);
+        std_ctx.settings_mut().trace_printer = trace::printer();
+        std_ctx.add_native(trace::NATIVE, trace::builtin_located_trace {});
+        for (name, value) in &self.options.ext_str {
+            std_ctx.add_ext_str(name.as_str().into(), value.as_str().into());
+        }
+        for (var, code) in &self.options.ext_code {
+            std_ctx
+                .add_ext_code(var, code)
+                .map_err(|e| format_error(&e, &name))?;
+        }
+        let mut builder = State::builder();
+        builder
+            .import_resolver(HookImportResolver::new(search, stamps.clone()))
+            .context_initializer(std_ctx);
+        let state = builder.build();
+        let value = {
+            let _entered = state.enter();
+            let _depth = jrsonnet_evaluator::stack::limit_stack_depth(self.max_stack);
+            match main {
+                Main::File(path) => {
+                    if let Err(e) = std::fs::metadata(path) {
+                        return Err(EvalError::Load {
+                            path: path.display().to_string(),
+                            reason: e.to_string(),
+                        });
+                    }
+                    state.import(path.as_path())
+                }
+                Main::Inline(name, code) => {
+                    state.evaluate_snippet(name.as_str(), trace::rewrite(name, code))
+                }
+            }
+            .map_err(|e| format_error(&e, &name))?
+        };
+        Ok(LoadedHook {
+            name,
+            state,
+            value,
+            stamps,
+        })
+    }
+}
+
+enum Main<'a> {
+    File(&'a PathBuf),
+    Inline(&'a String, &'a String),
+}

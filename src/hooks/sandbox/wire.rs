@@ -1,0 +1,54 @@
+//! The pipe protocol between the pool and a worker process.
+//!
+//! Every message is a frame: a little-endian `u32` length, then that many bytes.
+//! - pool → worker, once: a JSON [`WorkerInit`] frame;
+//! - pool → worker, per request: a JSON [`HookSource`] frame, then the raw request body frame;
+//! - worker → pool, per request: one tag byte ([`TAG_OK`] or [`TAG_ERR`]), then a frame holding
+//!   the response text, or a JSON [`EvalError`](crate::hooks::EvalError).
+
+use std::io::{self, Read, Write};
+
+use serde::{Deserialize, Serialize};
+
+use crate::hooks::Limits;
+use crate::hooks::jsonnet::JsonnetOptions;
+
+pub const TAG_OK: u8 = 0;
+pub const TAG_ERR: u8 = 1;
+
+/// Frames above this size are refused: nothing legitimate comes near it, and a corrupt length
+/// must not make either side allocate gigabytes.
+pub const MAX_FRAME: usize = 1 << 30;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct WorkerInit {
+    pub options: JsonnetOptions,
+    pub limits: Limits,
+}
+
+/// Reads one frame; `Ok(None)` on a clean end of stream before the frame starts.
+pub fn read_frame(input: &mut impl Read) -> io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    match input.read_exact(&mut len) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes is over the {MAX_FRAME}-byte limit"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    input.read_exact(&mut buf)?;
+    Ok(Some(buf))
+}
+
+pub fn write_frame(output: &mut impl Write, bytes: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(bytes.len())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "frame too large"))?;
+    output.write_all(&len.to_le_bytes())?;
+    output.write_all(bytes)
+}

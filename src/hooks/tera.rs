@@ -1,0 +1,275 @@
+//! The Tera backend: a template renders YAML (or JSON, which is YAML) that parses to the response.
+//!
+//! The template context holds the request's top-level fields (`parent`, `children`, `related`,
+//! `controller`, `finalizing`, or `object` and `attachments` for decorators) and `request`, the
+//! whole request. Filters Kubernetes authors expect from Helm are registered on every template.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::SystemTime;
+
+use base64::Engine;
+use serde_json::Value;
+use sha2::Digest;
+
+use super::{EvalError, HookSource, LimitKind};
+
+struct LoadedTemplate {
+    tera: tera::Tera,
+    name: String,
+    /// For file templates: what the file looked like when it was read.
+    stamp: Option<(PathBuf, u64, Option<SystemTime>)>,
+}
+
+fn stamp_of(path: &PathBuf) -> Option<(PathBuf, u64, Option<SystemTime>)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((path.clone(), meta.len(), meta.modified().ok()))
+}
+
+impl LoadedTemplate {
+    fn is_current(&self) -> bool {
+        match &self.stamp {
+            Some(stamp) => stamp_of(&stamp.0).as_ref() == Some(stamp),
+            None => true,
+        }
+    }
+}
+
+/// Renders Tera hooks; keeps each template parsed until its file changes.
+#[derive(Default)]
+pub struct TeraEvaluator {
+    templates: HashMap<HookSource, LoadedTemplate>,
+}
+
+/// Joins an error with its causes: Tera puts the useful part (which variable, which line) in the
+/// source chain.
+fn describe(error: &tera::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = std::error::Error::source(error);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+impl TeraEvaluator {
+    pub fn evaluate(
+        &mut self,
+        source: &HookSource,
+        request: &[u8],
+        max_output_bytes: usize,
+    ) -> Result<String, EvalError> {
+        if self.templates.get(source).is_some_and(|t| !t.is_current()) {
+            self.templates.remove(source);
+        }
+        if !self.templates.contains_key(source) {
+            let loaded = load(source)?;
+            self.templates.insert(source.clone(), loaded);
+        }
+        let Some(template) = self.templates.get(source) else {
+            return Err(EvalError::Worker("template vanished from the cache".into()));
+        };
+
+        let request: Value =
+            serde_json::from_slice(request).map_err(|e| EvalError::BadRequest(e.to_string()))?;
+        let Value::Object(fields) = &request else {
+            return Err(EvalError::BadRequest(
+                "a Tera hook needs a JSON object as its request".into(),
+            ));
+        };
+        let mut context = tera::Context::new();
+        for (key, value) in fields {
+            context.insert(key.as_str(), value);
+        }
+        context.insert("request", &request);
+
+        let text = template
+            .tera
+            .render(&template.name, &context)
+            .map_err(|e| EvalError::Hook(describe(&e)))?;
+        if text.len() > max_output_bytes {
+            return Err(EvalError::limit(
+                LimitKind::OutputSize,
+                format!(
+                    "the template rendered {} bytes, the limit is {max_output_bytes}",
+                    text.len()
+                ),
+            ));
+        }
+        let response = parse_rendered(&template.name, &text)?;
+        Ok(to_response_json(&response))
+    }
+}
+
+fn load(source: &HookSource) -> Result<LoadedTemplate, EvalError> {
+    let (name, text, stamp) = match source {
+        HookSource::TeraFile { path } => {
+            let stamp = stamp_of(path);
+            let text = std::fs::read_to_string(path).map_err(|e| EvalError::Load {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            (path.display().to_string(), text, stamp)
+        }
+        HookSource::TeraInline { name, template } => (name.clone(), template.clone(), None),
+        _ => return Err(EvalError::Worker("not a Tera hook".into())),
+    };
+    let mut tera = tera::Tera::default();
+    // Responses are YAML, not HTML.
+    tera.autoescape_on(vec![]);
+    register_filters(&mut tera);
+    tera.add_raw_template(&name, &text)
+        .map_err(|e| EvalError::Hook(describe(&e)))?;
+    Ok(LoadedTemplate { tera, name, stamp })
+}
+
+/// Parses the rendered text as YAML; on error, shows the rendered line so the author can find the
+/// template line that produced it.
+fn parse_rendered(name: &str, text: &str) -> Result<Value, EvalError> {
+    serde_yaml::from_str::<Value>(text).map_err(|e| {
+        let mut message = format!("{name}: the rendered template is not valid YAML: {e}");
+        // The parser may point one line past the end; show the last line then.
+        let lines: Vec<&str> = text.lines().collect();
+        let shown = e.location().and_then(|at| {
+            let index = at.line().saturating_sub(1).min(lines.len().checked_sub(1)?);
+            Some((index + 1, lines[index]))
+        });
+        if let Some((number, line)) = shown {
+            message.push_str(&format!("\n    rendered line {number}: {line}"));
+        }
+        EvalError::Hook(message)
+    })
+}
+
+/// The response as JSON with go-jsonnet's layout (3-space indent, trailing newline), so both
+/// backends answer in the same shape.
+pub fn to_response_json(value: &Value) -> String {
+    let mut out = Vec::new();
+    let formatter = serde_json::ser::PrettyFormatter::with_indent(b"   ");
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, formatter);
+    // Serializing a serde_json::Value into a Vec cannot fail.
+    let _ = serde::Serialize::serialize(value, &mut ser);
+    let mut text = String::from_utf8(out).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+type FilterArgs = HashMap<String, Value>;
+
+fn register_filters(tera: &mut tera::Tera) {
+    tera.register_filter("to_json", filter_to_json);
+    tera.register_filter("to_yaml", filter_to_yaml);
+    tera.register_filter("b64encode", filter_b64encode);
+    tera.register_filter("b64decode", filter_b64decode);
+    tera.register_filter("sha256", filter_sha256);
+    tera.register_filter("indent", filter_indent);
+    tera.register_filter("nindent", filter_nindent);
+    tera.register_filter("quote", filter_quote);
+}
+
+fn as_text(value: &Value) -> String {
+    match value {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn string_arg<'a>(value: &'a Value, filter: &str) -> tera::Result<&'a str> {
+    value
+        .as_str()
+        .ok_or_else(|| tera::Error::msg(format!("filter `{filter}` needs a string, got {value}")))
+}
+
+/// `to_json` (compact) or `to_json(pretty=true)`.
+fn filter_to_json(value: &Value, args: &FilterArgs) -> tera::Result<Value> {
+    let pretty = args.get("pretty").and_then(Value::as_bool).unwrap_or(false);
+    let text = if pretty {
+        serde_json::to_string_pretty(value)
+    } else {
+        serde_json::to_string(value)
+    };
+    text.map(Value::String)
+        .map_err(|e| tera::Error::msg(format!("to_json: {e}")))
+}
+
+/// `to_yaml`: block YAML without the trailing newline, ready for `nindent`.
+fn filter_to_yaml(value: &Value, _: &FilterArgs) -> tera::Result<Value> {
+    Ok(Value::String(
+        crate::yaml::to_yaml(value)
+            .trim_end_matches('\n')
+            .to_owned(),
+    ))
+}
+
+fn filter_b64encode(value: &Value, _: &FilterArgs) -> tera::Result<Value> {
+    Ok(Value::String(
+        base64::engine::general_purpose::STANDARD.encode(as_text(value)),
+    ))
+}
+
+fn filter_b64decode(value: &Value, _: &FilterArgs) -> tera::Result<Value> {
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(string_arg(value, "b64decode")?)
+        .map_err(|e| tera::Error::msg(format!("b64decode: {e}")))?;
+    String::from_utf8(bytes)
+        .map(Value::String)
+        .map_err(|_| tera::Error::msg("b64decode: the decoded bytes are not UTF-8 text"))
+}
+
+fn filter_sha256(value: &Value, _: &FilterArgs) -> tera::Result<Value> {
+    let digest = sha2::Sha256::digest(as_text(value).as_bytes());
+    Ok(Value::String(
+        digest.iter().map(|b| format!("{b:02x}")).collect(),
+    ))
+}
+
+/// The indentation prefix: `width=N` spaces (Helm's `indent N`) or an explicit `prefix`.
+fn indent_prefix(args: &FilterArgs, filter: &str) -> tera::Result<String> {
+    if let Some(prefix) = args.get("prefix") {
+        return Ok(string_arg(prefix, filter)?.to_owned());
+    }
+    match args.get("width") {
+        None => Ok("    ".into()),
+        Some(w) => w.as_u64().map(|n| " ".repeat(n as usize)).ok_or_else(|| {
+            tera::Error::msg(format!(
+                "{filter}: `width` must be a non-negative integer, got {w}"
+            ))
+        }),
+    }
+}
+
+fn indent_lines(text: &str, prefix: &str) -> String {
+    text.split('\n')
+        .map(|line| {
+            if line.is_empty() {
+                String::new()
+            } else {
+                format!("{prefix}{line}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// `indent(width=N)`: Helm's `indent`: every non-empty line, the first included.
+fn filter_indent(value: &Value, args: &FilterArgs) -> tera::Result<Value> {
+    let prefix = indent_prefix(args, "indent")?;
+    Ok(Value::String(indent_lines(&as_text(value), &prefix)))
+}
+
+/// `nindent(width=N)`: a newline, then `indent`.
+fn filter_nindent(value: &Value, args: &FilterArgs) -> tera::Result<Value> {
+    let prefix = indent_prefix(args, "nindent")?;
+    Ok(Value::String(format!(
+        "\n{}",
+        indent_lines(&as_text(value), &prefix)
+    )))
+}
+
+/// `quote`: a double-quoted, escaped string that YAML reads back as the same string.
+fn filter_quote(value: &Value, _: &FilterArgs) -> tera::Result<Value> {
+    Ok(Value::String(Value::String(as_text(value)).to_string()))
+}

@@ -1,0 +1,334 @@
+//! The backends evaluated in-process (the worker's own code path, without the process around it).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::{Value, json};
+
+use super::eval::Evaluator;
+use super::jsonnet::JsonnetOptions;
+use super::{EvalError, HookSource, LimitKind, Limits};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    root().join("tests/fixtures/hooks").join(name)
+}
+
+fn example_request() -> Vec<u8> {
+    std::fs::read(root().join("examples/useless-controller/request.json")).expect("request.json")
+}
+
+fn file(path: &Path) -> HookSource {
+    HookSource::from_file(path, &[]).expect("hook source")
+}
+
+fn evaluator() -> Evaluator {
+    Evaluator::new(JsonnetOptions::default(), &Limits::default())
+}
+
+fn eval_json(ev: &mut Evaluator, source: &HookSource, request: &[u8]) -> Value {
+    let text = ev.evaluate(source, request).expect("evaluation succeeds");
+    serde_json::from_str(&text).expect("response is JSON")
+}
+
+#[test]
+fn example_hook_gives_the_expected_response_byte_for_byte() {
+    let expected =
+        std::fs::read_to_string(root().join("examples/useless-controller/response.json"))
+            .expect("response.json");
+    let source = file(&root().join("examples/useless-controller/sync.jsonnet"));
+    let out = evaluator()
+        .evaluate(&source, &example_request())
+        .expect("evaluates");
+    assert_eq!(out, expected);
+}
+
+#[test]
+fn every_native_follows_kubecfg() {
+    let v = eval_json(&mut evaluator(), &file(&fixture("natives.jsonnet")), b"{}");
+    assert_eq!(v["parseJson"], json!({"a": [1, 2.5, null]}));
+    assert_eq!(v["parseJsonNull"], Value::Null);
+    assert_eq!(v["parseYamlEmpty"], json!([]));
+    assert_eq!(v["parseYamlDocs"], json!(["hello", "world"]));
+    assert_eq!(
+        v["parseYaml11"],
+        json!([{"a": true, "b": "yes", "c": 31, "d": null}])
+    );
+    assert_eq!(
+        v["manifestJson"],
+        "{\n    \"baz\": [\n        3,\n        4\n    ],\n    \"foo\": \"bar\"\n}\n"
+    );
+    assert_eq!(v["manifestJsonString"], "\"foo\"\n");
+    assert_eq!(
+        v["manifestJsonHtml"],
+        "{\n\"a\": \"\\u003c\\u0026\\u003e\"\n}\n"
+    );
+    assert_eq!(v["manifestYaml"], "baz:\n- 3\n- 4\nfoo: bar\n");
+    assert_eq!(v["escapeStringRegex"], "f\\[o");
+    assert_eq!(v["escapeKeepsDash"], "a-b#c");
+    assert_eq!(v["regexMatch"], true);
+    assert_eq!(v["regexNoMatch"], false);
+    assert_eq!(v["regexSubst"], "-T-T-");
+    assert_eq!(v["regexSubstGroup"], "-W-xxW-");
+    assert_eq!(v["regexSubstTree"], "trolloll");
+    assert_eq!(v["resolveImage"], "docker.io/library/busybox:latest");
+    assert_eq!(v["missing"], Value::Null);
+}
+
+#[test]
+fn native_errors_name_the_native() {
+    let source = HookSource::JsonnetInline {
+        name: "inline".into(),
+        code: "std.native('regexMatch')('(', 'x')".into(),
+        jpath: vec![],
+    };
+    let err = evaluator().evaluate(&source, b"{}").expect_err("bad regex");
+    assert!(
+        err.to_string()
+            .contains("regexMatch: invalid regular expression \"(\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn imports_resolve_beside_the_file_then_jpath_then_the_bundled_library() {
+    let options = JsonnetOptions {
+        jpath: vec![fixture("lib")],
+        ext_str: vec![("cluster".into(), "prod".into())],
+        ..Default::default()
+    };
+    let mut ev = Evaluator::new(options, &Limits::default());
+    let request = json!({"children": {"Pod.v1": {"b": {"n": 2}, "a": {"n": 1}}}});
+    let v = eval_json(
+        &mut ev,
+        &file(&fixture("lib-user.jsonnet")),
+        request.to_string().as_bytes(),
+    );
+    assert_eq!(v["beside"], "beside");
+    assert_eq!(v["jpath"], "jpath");
+    assert_eq!(v["ext"], "prod");
+    assert_eq!(v["key"], "Deployment.apps/v1");
+    assert_eq!(
+        v["condition"],
+        json!({"type": "Ready", "status": "True", "reason": "AllGood"})
+    );
+    assert_eq!(v["children"], json!([{"n": 1}, {"n": 2}]));
+}
+
+#[test]
+fn extra_top_level_arguments_are_passed_with_request() {
+    let options = JsonnetOptions {
+        tla_str: vec![("env".into(), "staging".into())],
+        tla_code: vec![("replicas".into(), "1 + 2".into())],
+        ..Default::default()
+    };
+    let source = HookSource::JsonnetInline {
+        name: "tla".into(),
+        code: "function(request, env, replicas) { env: env, replicas: replicas, parent: request.parent }".into(),
+        jpath: vec![],
+    };
+    let v = eval_json(
+        &mut Evaluator::new(options, &Limits::default()),
+        &source,
+        br#"{"parent": "p"}"#,
+    );
+    assert_eq!(v, json!({"env": "staging", "replicas": 3, "parent": "p"}));
+}
+
+#[test]
+fn a_file_that_is_not_a_function_is_returned_as_is() {
+    let v = eval_json(
+        &mut evaluator(),
+        &file(&fixture("static.jsonnet")),
+        b"{\"x\": 1}",
+    );
+    assert_eq!(v, json!({"children": [], "status": {"static": true}}));
+}
+
+#[test]
+fn the_request_is_json_never_code() {
+    let source = file(&fixture("static.jsonnet"));
+    let err = evaluator()
+        .evaluate(&source, b"importstr \"/etc/passwd\"")
+        .expect_err("not JSON");
+    assert!(matches!(err, EvalError::BadRequest(_)), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        "request body is not valid JSON: expected value at line 1 column 1"
+    );
+}
+
+#[test]
+fn integers_stay_integers() {
+    let source = HookSource::JsonnetInline {
+        name: "gen".into(),
+        code: "function(request) { observedGeneration: request.parent.metadata.generation }".into(),
+        jpath: vec![],
+    };
+    let out = evaluator()
+        .evaluate(&source, br#"{"parent": {"metadata": {"generation": 7}}}"#)
+        .expect("evaluates");
+    assert_eq!(out, "{\n   \"observedGeneration\": 7\n}\n");
+}
+
+#[test]
+fn errors_carry_the_file_and_line() {
+    let err = evaluator()
+        .evaluate(&file(&fixture("broken.jsonnet")), &example_request())
+        .expect_err("missing field");
+    let text = err.to_string();
+    assert!(text.starts_with("no such field: missing"), "{text}");
+    assert!(text.contains("broken.jsonnet"), "{text}");
+
+    let source = HookSource::JsonnetInline {
+        name: "inline-hook".into(),
+        code: "function(request)\n  local x = 1;\n  { a: std.length(request.nope) }".into(),
+        jpath: vec![],
+    };
+    let text = evaluator()
+        .evaluate(&source, b"{}")
+        .expect_err("fails")
+        .to_string();
+    assert!(text.contains("inline-hook:3:18"), "{text}");
+}
+
+#[test]
+fn infinite_recursion_breaks_the_stack_limit() {
+    let mut ev = evaluator();
+    let err = ev
+        .evaluate(&file(&fixture("recursive.jsonnet")), b"{}")
+        .expect_err("overflow");
+    assert!(
+        matches!(
+            err,
+            EvalError::Limit {
+                limit: LimitKind::StackDepth,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // The same evaluator keeps working.
+    eval_json(&mut ev, &file(&fixture("static.jsonnet")), b"{}");
+}
+
+#[test]
+fn oversized_output_breaks_the_output_limit() {
+    let limits = Limits {
+        max_output_bytes: 1 << 20,
+        ..Limits::default()
+    };
+    let mut ev = Evaluator::new(JsonnetOptions::default(), &limits);
+    let err = ev
+        .evaluate(&file(&fixture("big-output.jsonnet")), b"{}")
+        .expect_err("too big");
+    assert_eq!(
+        err.to_string(),
+        "hook exceeded its output size limit: the response is 2097171 bytes, the limit is 1048576"
+    );
+}
+
+#[test]
+fn an_edited_hook_file_is_read_again() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hook.jsonnet");
+    let lib = dir.path().join("lib.libsonnet");
+    std::fs::write(
+        &path,
+        "local l = import 'lib.libsonnet'; function(request) { v: 1, l: l }",
+    )
+    .expect("write");
+    std::fs::write(&lib, "'a'").expect("write");
+    let source = file(&path);
+    let mut ev = evaluator();
+    assert_eq!(
+        eval_json(&mut ev, &source, b"{}"),
+        json!({"v": 1, "l": "a"})
+    );
+    std::fs::write(
+        &path,
+        "local l = import 'lib.libsonnet'; function(request) { v: 22, l: l }",
+    )
+    .expect("rewrite");
+    assert_eq!(
+        eval_json(&mut ev, &source, b"{}"),
+        json!({"v": 22, "l": "a"})
+    );
+    // An imported file counts too.
+    std::fs::write(&lib, "'bb'").expect("rewrite lib");
+    assert_eq!(
+        eval_json(&mut ev, &source, b"{}"),
+        json!({"v": 22, "l": "bb"})
+    );
+}
+
+#[test]
+fn tera_hooks_render_yaml_with_the_kubernetes_filters() {
+    let v = eval_json(
+        &mut evaluator(),
+        &file(&fixture("sync.tera")),
+        &example_request(),
+    );
+    let cm = &v["children"][0];
+    assert_eq!(cm["metadata"]["name"], "demo-config");
+    assert_eq!(cm["data"]["name"], "alpha");
+    assert_eq!(cm["data"]["encoded"], "YWxwaGE=");
+    assert_eq!(cm["data"]["decoded"], "hello");
+    assert_eq!(cm["data"]["spec.yaml"], "name: alpha\n");
+    assert_eq!(cm["data"]["children"], 1);
+    // sha256 of the compact JSON of {"name":"alpha"}, cut to 12 characters.
+    assert_eq!(cm["metadata"]["annotations"]["spec-hash"], "81d9c646b64c");
+    assert_eq!(
+        v["status"],
+        json!({"observedGeneration": 2, "finalizing": false, "whole": "demo"})
+    );
+}
+
+#[test]
+fn tera_filters_indent_like_helm() {
+    let source = HookSource::TeraInline {
+        name: "filters".into(),
+        template: "a: {{ \"x\" | quote }}\nb: {{ 'say \"hi\"' | quote }}\nc:{{ parent | to_yaml | nindent(width=2) }}\nd: {{ parent | to_json }}\ne: {{ \"l1\nl2\" | indent(width=3) | quote }}\n".into(),
+    };
+    let v = eval_json(&mut evaluator(), &source, br#"{"parent": {"k": [1, 2]}}"#);
+    assert_eq!(
+        v,
+        json!({"a": "x", "b": "say \"hi\"", "c": {"k": [1, 2]}, "d": {"k": [1, 2]}, "e": "   l1\n   l2"})
+    );
+}
+
+#[test]
+fn tera_errors_name_the_template_and_position() {
+    let err = evaluator()
+        .evaluate(&file(&fixture("broken.tera")), &example_request())
+        .expect_err("missing variable");
+    let text = err.to_string();
+    assert!(text.contains("broken.tera"), "{text}");
+    assert!(
+        text.contains("Variable `parent.spec.nothing_here` not found"),
+        "{text}"
+    );
+
+    let err = evaluator()
+        .evaluate(&file(&fixture("bad-syntax.tera")), &example_request())
+        .expect_err("syntax");
+    let text = err.to_string();
+    assert!(text.contains("bad-syntax.tera"), "{text}");
+    assert!(text.contains("--> 3:1"), "{text}");
+
+    let source = HookSource::TeraInline {
+        name: "not-yaml".into(),
+        template: "children: [\nstatus: {{ parent }}".into(),
+    };
+    let text = evaluator()
+        .evaluate(&source, br#"{"parent": "x"}"#)
+        .expect_err("bad yaml")
+        .to_string();
+    assert!(
+        text.starts_with("not-yaml: the rendered template is not valid YAML"),
+        "{text}"
+    );
+    assert!(text.contains("rendered line"), "{text}");
+}

@@ -1,0 +1,384 @@
+//! `kubelambda httpd`: serves hook files as webhooks, like `kubecfg --alpha httpd`.
+//!
+//! `sync.jsonnet` is served at `POST /sync`, `hooks/x.tera` at `POST /hooks/x`: the route is the
+//! path as given minus its extension, matched exactly. Evaluation happens in the sandbox worker
+//! pool, the same code path as `render` and the controller.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+use crate::hooks::sandbox::Sandbox;
+use crate::hooks::{EvalError, HookSource, SourceError};
+
+/// Paths the server answers itself; a hook file may not shadow them.
+const RESERVED: &[&str] = &["/healthz", "/metrics"];
+
+/// Default request body limit.
+pub const DEFAULT_BODY_LIMIT: usize = 4 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum HttpdError {
+    #[error(transparent)]
+    Source(#[from] SourceError),
+    #[error("{first} and {second} would both be served at {route}")]
+    DuplicateRoute {
+        route: String,
+        first: String,
+        second: String,
+    },
+    #[error("{file} would be served at {route}, which kubelambda httpd serves itself")]
+    ReservedRoute { route: String, file: String },
+    #[error("no hook files given")]
+    NoFiles,
+    #[error("invalid listen address {addr:?}: {reason}")]
+    ListenAddr { addr: String, reason: String },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// The route of a hook file: `/` + the path as given, minus `.jsonnet` or `.tera`. A leading `./`
+/// is dropped and an absolute path keeps its single leading slash, so every route is reachable
+/// (kubecfg registers `/./x` and `//x`, which its router can never match).
+pub fn route_for(arg: &str) -> String {
+    let trimmed = arg
+        .strip_suffix(".jsonnet")
+        .or_else(|| arg.strip_suffix(".tera"))
+        .unwrap_or(arg);
+    let mut rest = trimmed;
+    while let Some(r) = rest.strip_prefix("./") {
+        rest = r;
+    }
+    format!("/{}", rest.trim_start_matches('/'))
+}
+
+/// Maps routes to hooks, refusing duplicates, reserved paths and unreadable files up front.
+pub fn build_routes(
+    files: &[PathBuf],
+    jpath: &[PathBuf],
+) -> Result<BTreeMap<String, HookSource>, HttpdError> {
+    if files.is_empty() {
+        return Err(HttpdError::NoFiles);
+    }
+    let mut routes: BTreeMap<String, (String, HookSource)> = BTreeMap::new();
+    for file in files {
+        let shown = file.display().to_string();
+        let route = route_for(&shown);
+        if RESERVED.contains(&route.as_str()) {
+            return Err(HttpdError::ReservedRoute { route, file: shown });
+        }
+        let source = HookSource::from_file(file, jpath)?;
+        if let Some((first, _)) = routes.get(&route) {
+            return Err(HttpdError::DuplicateRoute {
+                route,
+                first: first.clone(),
+                second: shown,
+            });
+        }
+        routes.insert(route, (shown, source));
+    }
+    Ok(routes.into_iter().map(|(r, (_, s))| (r, s)).collect())
+}
+
+/// Parses Go-style listen addresses: `:8080` means every interface.
+pub fn parse_listen_addr(addr: &str) -> Result<std::net::SocketAddr, HttpdError> {
+    let full = if addr.starts_with(':') {
+        format!("0.0.0.0{addr}")
+    } else {
+        addr.to_owned()
+    };
+    full.parse()
+        .map_err(|e: std::net::AddrParseError| HttpdError::ListenAddr {
+            addr: addr.to_owned(),
+            reason: e.to_string(),
+        })
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    hook: String,
+    code: u16,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ErrorLabels {
+    hook: String,
+    kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HookLabels {
+    hook: String,
+}
+
+struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    errors: Family<ErrorLabels, Counter>,
+    latency: Family<HookLabels, Histogram>,
+}
+
+impl Metrics {
+    fn new() -> Self {
+        let mut registry = Registry::with_prefix("kubelambda_httpd");
+        let requests = Family::<RequestLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let latency = Family::<HookLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new(exponential_buckets(0.0001, 2.0, 18))
+        });
+        registry.register(
+            "requests",
+            "Hook requests by route and HTTP status",
+            requests.clone(),
+        );
+        registry.register(
+            "errors",
+            "Failed hook requests by route and cause",
+            errors.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time to answer a hook request",
+            latency.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            errors,
+            latency,
+        }
+    }
+}
+
+pub struct Server {
+    routes: BTreeMap<String, HookSource>,
+    sandbox: Sandbox,
+    body_limit: usize,
+    metrics: Metrics,
+}
+
+impl Server {
+    pub fn new(routes: BTreeMap<String, HookSource>, sandbox: Sandbox, body_limit: usize) -> Self {
+        Self {
+            routes,
+            sandbox,
+            body_limit,
+            metrics: Metrics::new(),
+        }
+    }
+
+    pub fn router(self) -> axum::Router {
+        axum::Router::new()
+            .fallback(dispatch)
+            .with_state(Arc::new(self))
+    }
+
+    fn route_list(&self) -> String {
+        self.routes.keys().cloned().collect::<Vec<_>>().join(", ")
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response {
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+async fn dispatch(
+    State(server): State<Arc<Server>>,
+    method: Method,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+    body: Body,
+) -> Response {
+    let path = uri.path();
+    let Some((route, source)) = server.routes.get_key_value(path) else {
+        return match (path, &method) {
+            ("/healthz", &Method::GET) => text(StatusCode::OK, "ok\n".into()),
+            ("/metrics", &Method::GET) => metrics_page(&server),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                format!("no hook at {path}; served hooks: {}\n", server.route_list()),
+            ),
+        };
+    };
+    let started = Instant::now();
+    let response = handle_hook(&server, route, source, &method, &headers, body).await;
+    let code = response.status().as_u16();
+    server
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            hook: route.clone(),
+            code,
+        })
+        .inc();
+    server
+        .metrics
+        .latency
+        .get_or_create(&HookLabels {
+            hook: route.clone(),
+        })
+        .observe(started.elapsed().as_secs_f64());
+    tracing::debug!(hook = %route, code, elapsed = ?started.elapsed(), "hook request");
+    response
+}
+
+fn count_error(server: &Server, route: &str, kind: &str) {
+    server
+        .metrics
+        .errors
+        .get_or_create(&ErrorLabels {
+            hook: route.to_owned(),
+            kind: kind.to_owned(),
+        })
+        .inc();
+}
+
+async fn handle_hook(
+    server: &Server,
+    route: &str,
+    source: &HookSource,
+    method: &Method,
+    headers: &axum::http::HeaderMap,
+    body: Body,
+) -> Response {
+    if method != Method::POST {
+        count_error(server, route, "method");
+        let mut response = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("method {method} not allowed: hooks take POST\n"),
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return response;
+    }
+    let too_large = || {
+        text(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!(
+                "request body exceeds the limit of {} bytes\n",
+                server.body_limit
+            ),
+        )
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|len| len > server.body_limit) {
+        count_error(server, route, "body_too_large");
+        return too_large();
+    }
+    let body: Bytes = match axum::body::to_bytes(body, server.body_limit).await {
+        Ok(body) => body,
+        Err(_) => {
+            count_error(server, route, "body_too_large");
+            return too_large();
+        }
+    };
+    match server.sandbox.evaluate(source, &body).await {
+        Ok(json) => {
+            let mut response = (StatusCode::OK, json).into_response();
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+            response
+        }
+        Err(error) => {
+            let (status, kind) = match &error {
+                EvalError::BadRequest(_) => (StatusCode::BAD_REQUEST, "bad_request"),
+                EvalError::Limit { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "limit"),
+                EvalError::Hook(_) => (StatusCode::INTERNAL_SERVER_ERROR, "evaluation"),
+                EvalError::Load { .. } => (StatusCode::INTERNAL_SERVER_ERROR, "load"),
+                EvalError::Worker(_) => (StatusCode::INTERNAL_SERVER_ERROR, "worker"),
+            };
+            count_error(server, route, kind);
+            tracing::warn!(hook = %route, "{error}");
+            text(status, format!("{error}\n"))
+        }
+    }
+}
+
+fn metrics_page(server: &Server) -> Response {
+    let mut body = String::new();
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &server.metrics.registry) {
+        return text(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}\n"),
+        );
+    }
+    let mut response = (StatusCode::OK, body).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+/// Serves until `shutdown` resolves, then finishes the requests in flight.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    server: Server,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), HttpdError> {
+    axum::serve(listener, server.router())
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(HttpdError::Serve)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_strip_the_extension_and_keep_directories() {
+        assert_eq!(route_for("sync.jsonnet"), "/sync");
+        assert_eq!(route_for("hooks/sync.jsonnet"), "/hooks/sync");
+        assert_eq!(route_for("sync-pods.tera"), "/sync-pods");
+        assert_eq!(route_for("./sync.jsonnet"), "/sync");
+        assert_eq!(route_for("/abs/hooks/x.jsonnet"), "/abs/hooks/x");
+        assert_eq!(route_for("foo.libsonnet"), "/foo.libsonnet");
+    }
+
+    #[test]
+    fn listen_addresses_follow_go() {
+        assert_eq!(
+            parse_listen_addr(":8080").expect("valid").to_string(),
+            "0.0.0.0:8080"
+        );
+        assert_eq!(
+            parse_listen_addr("127.0.0.1:9").expect("valid").to_string(),
+            "127.0.0.1:9"
+        );
+        let err = parse_listen_addr("localhost").expect_err("invalid");
+        assert!(
+            err.to_string()
+                .starts_with("invalid listen address \"localhost\""),
+            "{err}"
+        );
+    }
+}

@@ -1,0 +1,16 @@
+//! kubelambda: turn a small declarative hook into a full Kubernetes controller.
+//!
+//! Data flow (see DESIGN.md): `api` (CRD types) → `engine` (informers, queue, sync) → `hooks`
+//! (the hook contract and its backends) → back to `engine` (manage children, write status).
+//! `httpd` and `render` expose the same hooks without a cluster.
+
+pub mod api;
+pub mod cli;
+pub mod engine;
+pub mod gocompat;
+pub mod hooks;
+pub mod httpd;
+pub mod render;
+pub mod selector;
+pub mod telemetry;
+pub mod yaml;

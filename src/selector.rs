@@ -1,0 +1,225 @@
+//! Kubernetes label selectors (`matchLabels` + `matchExpressions`), parsed once and matched often.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LabelSelector {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_labels: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_expressions: Option<Vec<Requirement>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Requirement {
+    pub key: String,
+    pub operator: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<Vec<String>>,
+}
+
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SelectorError {
+    #[error(
+        "matchExpressions[{index}] ({key}): unknown operator {operator:?} (In, NotIn, Exists, DoesNotExist)"
+    )]
+    UnknownOperator {
+        index: usize,
+        key: String,
+        operator: String,
+    },
+    #[error("matchExpressions[{index}] ({key}): operator {operator} needs at least one value")]
+    MissingValues {
+        index: usize,
+        key: String,
+        operator: String,
+    },
+    #[error("matchExpressions[{index}] ({key}): operator {operator} takes no values")]
+    UnexpectedValues {
+        index: usize,
+        key: String,
+        operator: String,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Op {
+    In(Vec<String>),
+    NotIn(Vec<String>),
+    Exists,
+    DoesNotExist,
+}
+
+/// A validated selector. An empty selector matches everything, as in Kubernetes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selector {
+    requirements: Vec<(String, Op)>,
+}
+
+impl Selector {
+    pub fn from_label_selector(sel: &LabelSelector) -> Result<Self, SelectorError> {
+        let mut requirements = Vec::new();
+        for (k, v) in sel.match_labels.iter().flatten() {
+            requirements.push((k.clone(), Op::In(vec![v.clone()])));
+        }
+        for (index, req) in sel.match_expressions.iter().flatten().enumerate() {
+            let values = req.values.clone().unwrap_or_default();
+            let op = match req.operator.as_str() {
+                "In" | "NotIn" if values.is_empty() => {
+                    return Err(SelectorError::MissingValues {
+                        index,
+                        key: req.key.clone(),
+                        operator: req.operator.clone(),
+                    });
+                }
+                "In" => Op::In(values),
+                "NotIn" => Op::NotIn(values),
+                "Exists" | "DoesNotExist" if !values.is_empty() => {
+                    return Err(SelectorError::UnexpectedValues {
+                        index,
+                        key: req.key.clone(),
+                        operator: req.operator.clone(),
+                    });
+                }
+                "Exists" => Op::Exists,
+                "DoesNotExist" => Op::DoesNotExist,
+                other => {
+                    return Err(SelectorError::UnknownOperator {
+                        index,
+                        key: req.key.clone(),
+                        operator: other.to_owned(),
+                    });
+                }
+            };
+            requirements.push((req.key.clone(), op));
+        }
+        Ok(Self { requirements })
+    }
+
+    /// `key=value` for every pair, e.g. the generated `controller-uid` selector.
+    pub fn equals(labels: &[(&str, &str)]) -> Self {
+        Self {
+            requirements: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), Op::In(vec![v.to_string()])))
+                .collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.requirements.is_empty()
+    }
+
+    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.requirements.iter().all(|(key, op)| match op {
+            Op::In(values) => labels.get(key).is_some_and(|v| values.contains(v)),
+            Op::NotIn(values) => labels.get(key).is_none_or(|v| !values.contains(v)),
+            Op::Exists => labels.contains_key(key),
+            Op::DoesNotExist => !labels.contains_key(key),
+        })
+    }
+
+    /// The selector in the API server's `labelSelector` query syntax.
+    pub fn to_query(&self) -> String {
+        self.requirements
+            .iter()
+            .map(|(key, op)| match op {
+                Op::In(v) if v.len() == 1 => format!("{key}={}", v[0]),
+                Op::In(v) => format!("{key} in ({})", v.join(",")),
+                Op::NotIn(v) => format!("{key} notin ({})", v.join(",")),
+                Op::Exists => key.clone(),
+                Op::DoesNotExist => format!("!{key}"),
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+impl std::fmt::Display for Selector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_query())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn parse(json: serde_json::Value) -> Result<Selector, SelectorError> {
+        let sel: LabelSelector = serde_json::from_value(json).expect("selector json");
+        Selector::from_label_selector(&sel)
+    }
+
+    #[test]
+    fn match_labels_and_expressions_all_must_hold() {
+        let sel = parse(serde_json::json!({
+            "matchLabels": {"app": "web"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["a", "b"]},
+                {"key": "legacy", "operator": "DoesNotExist"},
+                {"key": "env", "operator": "NotIn", "values": ["prod"]},
+                {"key": "team", "operator": "Exists"}
+            ]
+        }))
+        .expect("valid");
+        assert!(sel.matches(&labels(&[("app", "web"), ("tier", "a"), ("team", "x")])));
+        assert!(!sel.matches(&labels(&[("app", "web"), ("tier", "c"), ("team", "x")])));
+        assert!(!sel.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "a"),
+            ("team", "x"),
+            ("legacy", "1")
+        ])));
+        assert!(!sel.matches(&labels(&[
+            ("app", "web"),
+            ("tier", "a"),
+            ("team", "x"),
+            ("env", "prod")
+        ])));
+        assert!(!sel.matches(&labels(&[("app", "web"), ("tier", "a")])));
+        assert_eq!(
+            sel.to_query(),
+            "app=web,tier in (a,b),!legacy,env notin (prod),team"
+        );
+    }
+
+    #[test]
+    fn empty_selector_matches_everything() {
+        let sel = parse(serde_json::json!({})).expect("valid");
+        assert!(sel.is_empty());
+        assert!(sel.matches(&labels(&[])));
+    }
+
+    #[test]
+    fn bad_expressions_are_named() {
+        let err =
+            parse(serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Like"}]}))
+                .expect_err("unknown op");
+        assert_eq!(
+            err.to_string(),
+            "matchExpressions[0] (a): unknown operator \"Like\" (In, NotIn, Exists, DoesNotExist)"
+        );
+        let err = parse(serde_json::json!({"matchExpressions": [{"key": "a", "operator": "In"}]}))
+            .expect_err("no values");
+        assert_eq!(
+            err.to_string(),
+            "matchExpressions[0] (a): operator In needs at least one value"
+        );
+        let err = parse(serde_json::json!({"matchExpressions": [{"key": "a", "operator": "Exists", "values": ["x"]}]}))
+            .expect_err("values");
+        assert_eq!(
+            err.to_string(),
+            "matchExpressions[0] (a): operator Exists takes no values"
+        );
+    }
+}

@@ -1,0 +1,86 @@
+//! Logging setup. Logs go to stderr; `RUST_LOG` (or `--log-level`) picks what is shown. `std.trace`
+//! output is logged at info level, so it is visible with the defaults.
+
+use tracing_subscriber::EnvFilter;
+
+pub fn init_logging(default_level: &str) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// Counts the requests kubelambda's Kubernetes client sends, by HTTP verb, so that "no write when
+/// nothing changed" can be checked from the controller's own metrics (`kubelambda_api_requests`).
+pub mod api_metrics {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use prometheus_client::encoding::EncodeLabelSet;
+    use prometheus_client::metrics::counter::Counter;
+    use prometheus_client::metrics::family::Family;
+    use prometheus_client::registry::Registry;
+
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    pub struct VerbLabels {
+        pub verb: String,
+    }
+
+    #[derive(Clone, Default)]
+    pub struct ApiMetrics {
+        writes: Arc<AtomicU64>,
+        requests: Family<VerbLabels, Counter>,
+    }
+
+    impl ApiMetrics {
+        pub fn register(&self, registry: &mut Registry) {
+            registry.register(
+                "api_requests",
+                "Requests sent to the Kubernetes API server, by verb",
+                self.requests.clone(),
+            );
+        }
+
+        /// Creates, updates, patches and deletes sent so far.
+        pub fn writes(&self) -> u64 {
+            self.writes.load(Ordering::Relaxed)
+        }
+
+        pub fn observe(&self, method: &http::Method, uri: &http::Uri) {
+            let verb = match *method {
+                http::Method::GET if uri.query().is_some_and(|q| q.contains("watch=true")) => {
+                    "watch"
+                }
+                http::Method::GET => "get",
+                http::Method::POST => "create",
+                http::Method::PUT => "update",
+                http::Method::PATCH => "patch",
+                http::Method::DELETE => "delete",
+                _ => "other",
+            };
+            if matches!(verb, "create" | "update" | "patch" | "delete") {
+                self.writes.fetch_add(1, Ordering::Relaxed);
+            }
+            self.requests
+                .get_or_create(&VerbLabels {
+                    verb: verb.to_owned(),
+                })
+                .inc();
+        }
+    }
+
+    /// Builds a kube client that reports every request to `metrics`.
+    pub fn client(config: kube::Config, metrics: ApiMetrics) -> Result<kube::Client, kube::Error> {
+        let layer =
+            tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
+                metrics.observe(req.method(), req.uri());
+                req
+            });
+        Ok(kube::client::ClientBuilder::try_from(config)?
+            .with_layer(&layer)
+            .build())
+    }
+}
