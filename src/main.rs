@@ -116,9 +116,9 @@ struct EvalArgs {
     /// Memory (address space) limit of each evaluation worker process.
     #[arg(long, default_value = "2GiB", value_parser = size)]
     max_memory: u64,
-    /// Evaluation worker processes (default: one per CPU).
+    /// Hook evaluation worker processes (default: one per CPU).
     #[arg(long)]
-    workers: Option<usize>,
+    eval_workers: Option<usize>,
 }
 
 fn size(text: &str) -> Result<u64, String> {
@@ -149,7 +149,7 @@ impl EvalArgs {
                 max_output_bytes: usize::try_from(self.max_output).unwrap_or(usize::MAX),
                 max_memory_bytes: self.max_memory,
             },
-            workers: self.workers,
+            workers: self.eval_workers,
         })
     }
 }

@@ -32,6 +32,7 @@ pub mod api_metrics {
     #[derive(Clone, Default)]
     pub struct ApiMetrics {
         writes: Arc<AtomicU64>,
+        syncs: Arc<AtomicU64>,
         requests: Family<VerbLabels, Counter>,
     }
 
@@ -42,6 +43,15 @@ pub mod api_metrics {
                 "Requests sent to the Kubernetes API server, by verb",
                 self.requests.clone(),
             );
+        }
+
+        /// Parent syncs completed (successfully or not) so far.
+        pub fn syncs(&self) -> u64 {
+            self.syncs.load(Ordering::Relaxed)
+        }
+
+        pub fn record_sync(&self) {
+            self.syncs.fetch_add(1, Ordering::Relaxed);
         }
 
         /// Creates, updates, patches and deletes sent so far.

@@ -184,7 +184,7 @@ async fn each_limit_stops_its_hook_and_the_next_request_succeeds() {
             "768MiB",
             "--max-output",
             "1MiB",
-            "--workers",
+            "--eval-workers",
             "1",
             "recursive.jsonnet",
             "endless.jsonnet",

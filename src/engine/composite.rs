@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
-use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
@@ -16,6 +15,7 @@ use tokio::task::JoinHandle;
 use super::Shared;
 use super::children::{ChildError, ChildWriter, Outcome, owner_reference};
 use super::discovery::Resolved;
+use super::events::EventType;
 use super::hooks::BuiltHook;
 use super::informer::{Change, Informer, ObjectKey, controller_uid};
 use super::queue::{Backoff, WorkQueue};
@@ -396,7 +396,9 @@ impl Composite {
 
     async fn work(&self) {
         while let Some(key) = self.queue.next().await {
-            match self.sync(&key).await {
+            let result = self.sync(&key).await;
+            self.shared.metrics.record_sync();
+            match result {
                 Ok(resync) => {
                     self.queue.forget(&key);
                     self.queue.done(&key);
@@ -424,20 +426,10 @@ impl Composite {
             return;
         };
         let reference = parent.object_ref(&self.parent.ar);
-        let mut note: String = note.chars().take(1000).collect();
-        if note.len() >= 1000 {
-            note.push('…');
-        }
-        let event = KubeEvent {
-            type_: EventType::Warning,
-            reason: reason.to_owned(),
-            note: Some(note),
-            action: "Sync".into(),
-            secondary: None,
-        };
-        if let Err(e) = self.shared.recorder.publish(&event, &reference).await {
-            tracing::warn!("cannot record event on {key}: {e}");
-        }
+        self.shared
+            .recorder
+            .publish(&reference, EventType::Warning, reason, "Sync", note)
+            .await;
     }
 
     fn parent_api(&self, namespace: Option<&str>) -> Api<DynamicObject> {

@@ -7,13 +7,13 @@ use std::sync::Arc;
 use futures::StreamExt;
 use kube::api::Api;
 use kube::runtime::WatchStreamExt;
-use kube::runtime::events::{Event as KubeEvent, EventType};
 use kube::runtime::watcher::{self, Event};
 use kube::{Resource, ResourceExt};
 use tokio::sync::Mutex;
 
 use super::Shared;
 use super::composite::{self, Running};
+use super::events::EventType;
 use super::queue::{Backoff, WorkQueue};
 use crate::api::{CompositeController, CompositeControllerSpec};
 
@@ -102,19 +102,10 @@ async fn event(
     note: String,
 ) {
     let reference = cc.object_ref(&());
-    let event = KubeEvent {
-        type_,
-        reason: reason.to_owned(),
-        note: Some(note),
-        action: reason.to_owned(),
-        secondary: None,
-    };
-    if let Err(e) = shared.recorder.publish(&event, &reference).await {
-        tracing::warn!(
-            "cannot record event on CompositeController {}: {e}",
-            cc.name_any()
-        );
-    }
+    shared
+        .recorder
+        .publish(&reference, type_, reason, reason, &note)
+        .await;
 }
 
 /// Brings the running instance of `name` in line with `want`. `Err` means "retry later".

@@ -10,6 +10,7 @@ pub mod apply;
 pub mod children;
 pub mod composite;
 pub mod discovery;
+pub mod events;
 pub mod hooks;
 pub mod informer;
 pub mod manager;
@@ -20,7 +21,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kube::Client;
-use kube::runtime::events::{Recorder, Reporter};
 
 use crate::hooks::sandbox::Sandbox;
 use crate::telemetry::api_metrics::{self, ApiMetrics};
@@ -46,9 +46,10 @@ pub struct Shared {
     pub discovery: Arc<Discovery>,
     pub informers: InformerFactory,
     pub hooks: HookFactory,
-    pub recorder: Arc<Recorder>,
+    pub recorder: Arc<events::EventRecorder>,
     pub apply: ApplyStrategy,
     pub workers: usize,
+    pub metrics: ApiMetrics,
 }
 
 /// A running engine; dropping it stops everything it started.
@@ -70,17 +71,14 @@ impl Engine {
     pub fn start(kube_config: kube::Config, config: EngineConfig) -> Result<Self, kube::Error> {
         let metrics = ApiMetrics::default();
         let client = api_metrics::client(kube_config, metrics.clone())?;
-        let reporter = Reporter {
-            controller: "kubelambda".into(),
-            instance: std::env::var("POD_NAME").ok(),
-        };
         let shared = Shared {
             discovery: Arc::new(Discovery::new(client.clone(), config.discovery_interval)),
             informers: InformerFactory::new(client.clone()),
             hooks: HookFactory::new(client.clone(), config.sandbox.clone()),
-            recorder: Arc::new(Recorder::new(client.clone(), reporter)),
+            recorder: Arc::new(events::EventRecorder::new(client.clone())),
             apply: config.apply.clone(),
             workers: config.workers,
+            metrics: metrics.clone(),
             client,
         };
         let task = tokio::spawn(manager::run_composites(

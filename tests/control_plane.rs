@@ -1,0 +1,381 @@
+//! The test control plane itself (tests/testenv/testenv, tests/common): a real kube-apiserver,
+//! etcd and kube-controller-manager, checked through the behaviours the engine tests rely on.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use common::*;
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+fn versions_env(key: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/testenv/versions.env");
+    let text = std::fs::read_to_string(&path).expect("reading tests/testenv/versions.env");
+    text.lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix(&format!("{key}="))
+                .map(str::to_string)
+        })
+        .unwrap_or_else(|| panic!("{key} is not set in {}", path.display()))
+}
+
+#[tokio::test]
+async fn apiserver_reports_the_pinned_version() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    let info = client.apiserver_version().await.expect("GET /version");
+    let want = format!("v{}", versions_env("KUBERNETES_VERSION"));
+    assert_eq!(
+        info.git_version, want,
+        "/version of the test apiserver: {info:?}"
+    );
+    assert_eq!(info.major, "1");
+    assert_eq!(
+        format!("v{}.{}.", info.major, info.minor),
+        &want[..=want.rfind('.').unwrap()],
+        "major/minor stamped into the binary"
+    );
+    // The kubeconfig verifies the server certificate against the generated CA (no skip-verify).
+    let kubeconfig =
+        std::fs::read_to_string(env.kubeconfig_path()).expect("reading the kubeconfig");
+    assert!(
+        kubeconfig.contains("certificate-authority-data:"),
+        "{kubeconfig}"
+    );
+    assert!(
+        !kubeconfig.contains("insecure-skip-tls-verify"),
+        "{kubeconfig}"
+    );
+}
+
+#[tokio::test]
+async fn custom_resource_status_is_written_through_the_status_subresource() {
+    let client = TestEnv::shared().client().await;
+    let crd = create_crd(
+        &client,
+        json!({
+            "apiVersion": "apiextensions.k8s.io/v1",
+            "kind": "CustomResourceDefinition",
+            "metadata": {"name": "widgets.testenv.kubelambda.dev"},
+            "spec": {
+                "group": "testenv.kubelambda.dev",
+                "scope": "Namespaced",
+                "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+                "versions": [{
+                    "name": "v1",
+                    "served": true,
+                    "storage": true,
+                    "subresources": {"status": {}},
+                    "schema": {"openAPIV3Schema": {
+                        "type": "object",
+                        "properties": {
+                            "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": true},
+                            "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}
+                        }
+                    }}
+                }]
+            }
+        }),
+    )
+    .await;
+    let conditions = crd
+        .status
+        .clone()
+        .and_then(|s| s.conditions)
+        .unwrap_or_default();
+    assert!(
+        conditions
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True"),
+        "CRD is Established: {conditions:?}"
+    );
+
+    let ns = create_namespace(&client, "widgets").await;
+    let ar = crd_api_resource(&crd);
+    assert_eq!(
+        (ar.api_version.as_str(), ar.plural.as_str()),
+        ("testenv.kubelambda.dev/v1", "widgets")
+    );
+    let widgets: Api<DynamicObject> = Api::namespaced_with(client.clone(), &ns, &ar);
+
+    // The new resource can take a moment to be served after Established; retry the create.
+    let obj = DynamicObject::new("w1", &ar)
+        .within(&ns)
+        .data(json!({"spec": {"size": 3}}));
+    let created = wait_until_ok("the Widget w1 to be created", || async {
+        widgets.create(&PostParams::default(), &obj).await
+    })
+    .await;
+    assert_eq!(created.data["spec"]["size"], 3);
+    assert!(
+        created.data.get("status").is_none(),
+        "no status yet: {:?}",
+        created.data
+    );
+    let generation = created.metadata.generation;
+
+    // Status through /status.
+    let status = json!({"phase": "Ready", "observedGeneration": generation, "replicas": 3});
+    let patched = widgets
+        .patch_status(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": status})),
+        )
+        .await
+        .expect("PATCH widgets/w1/status");
+    assert_eq!(patched.data["status"], status);
+    assert_eq!(
+        patched.metadata.generation, generation,
+        "a status write does not bump generation"
+    );
+
+    let read = widgets
+        .get_status("w1")
+        .await
+        .expect("GET widgets/w1/status");
+    assert_eq!(read.data["status"], status);
+    assert_eq!(
+        read.data["spec"]["size"], 3,
+        "the spec is unchanged by the status write"
+    );
+
+    // With the status subresource enabled, status sent to the main resource is ignored, and spec
+    // changes bump generation.
+    let main = widgets
+        .patch(
+            "w1",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"spec": {"size": 4}, "status": {"phase": "Ignored"}})),
+        )
+        .await
+        .expect("PATCH widgets/w1");
+    assert_eq!(main.data["spec"]["size"], 4);
+    assert_eq!(
+        main.data["status"], status,
+        "status is only writable through /status"
+    );
+    assert_eq!(main.metadata.generation, generation.map(|g| g + 1));
+
+    // Server-side apply on /status (what the engine uses) also works.
+    let applied = widgets
+        .patch_status(
+            "w1",
+            &PatchParams::apply("kubelambda-test").force(),
+            &Patch::Apply(&json!({
+                "apiVersion": ar.api_version, "kind": ar.kind,
+                "status": {"phase": "Applied"}
+            })),
+        )
+        .await
+        .expect("server-side apply on widgets/w1/status");
+    assert_eq!(applied.data["status"]["phase"], "Applied");
+
+    delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn deleting_an_owner_garbage_collects_its_dependents() {
+    let client = TestEnv::shared().client().await;
+    let ns = create_namespace(&client, "gc").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+
+    let owner = cms
+        .create(
+            &PostParams::default(),
+            &ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some("owner".into()),
+                    ..Default::default()
+                },
+                data: Some(BTreeMap::from([("role".to_string(), "owner".to_string())])),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("creating the owner ConfigMap");
+    let owner_ref = OwnerReference {
+        api_version: "v1".into(),
+        kind: "ConfigMap".into(),
+        name: "owner".into(),
+        uid: owner.metadata.uid.clone().expect("owner uid"),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    };
+    let owned = cms
+        .create(
+            &PostParams::default(),
+            &ConfigMap {
+                metadata: ObjectMeta {
+                    name: Some("owned".into()),
+                    owner_references: Some(vec![owner_ref.clone()]),
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("creating the owned ConfigMap");
+    assert_eq!(owned.metadata.owner_references, Some(vec![owner_ref]));
+    // An object without owner references must survive the owner's deletion.
+    cms.create(
+        &PostParams::default(),
+        &ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("bystander".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("creating the bystander ConfigMap");
+
+    cms.delete("owner", &DeleteParams::background())
+        .await
+        .expect("deleting the owner ConfigMap");
+    wait_deleted(&cms, "owner").await;
+    // Only kube-controller-manager's garbage collector deletes dependents.
+    wait_deleted(&cms, "owned").await;
+    assert!(
+        cms.get_opt("bystander")
+            .await
+            .expect("GET bystander")
+            .is_some(),
+        "an unrelated ConfigMap survives"
+    );
+
+    delete_namespace(&client, &ns).await;
+}
+
+#[tokio::test]
+async fn namespaces_are_populated_and_finalized_by_the_controller_manager() {
+    let client = TestEnv::shared().client().await;
+    let ns = create_namespace(&client, "Namespace_Lifecycle").await;
+    assert!(
+        ns.starts_with("namespace-lifecycle-"),
+        "sanitized generateName prefix: {ns}"
+    );
+
+    // The serviceaccount controller creates `default` in every namespace.
+    let sas: Api<ServiceAccount> = Api::namespaced(client.clone(), &ns);
+    let sa = wait_until(&format!("ServiceAccount {ns}/default"), || async {
+        sas.get_opt("default").await.ok().flatten()
+    })
+    .await;
+    assert_eq!(sa.metadata.namespace.as_deref(), Some(ns.as_str()));
+
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    cms.create(
+        &PostParams::default(),
+        &ConfigMap {
+            metadata: ObjectMeta {
+                name: Some("content".into()),
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("creating a ConfigMap in the namespace");
+
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .delete(&ns, &DeleteParams::default())
+        .await
+        .expect("deleting the namespace");
+    // The namespace controller empties it and removes the `kubernetes` finalizer; without
+    // kube-controller-manager it would stay Terminating forever.
+    wait_deleted(&namespaces, &ns).await;
+    assert!(
+        namespaces
+            .get_opt(&ns)
+            .await
+            .expect("GET namespace")
+            .is_none(),
+        "namespace {ns} is gone"
+    );
+}
+
+/// Directories of `PATH` without a `go` executable; a directory that has one (e.g. /usr/bin when
+/// Go came from the distribution) is replaced by a shadow directory of symlinks to everything else.
+fn path_without_go(shadow_root: &Path) -> String {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for (i, dir) in std::env::split_paths(&path).enumerate() {
+        if !dir.join("go").exists() {
+            dirs.push(dir);
+            continue;
+        }
+        let shadow = shadow_root.join(format!("path{i}"));
+        std::fs::create_dir_all(&shadow).unwrap();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            if name != "go" && name != "gofmt" {
+                let _ = std::os::unix::fs::symlink(entry.path(), shadow.join(&name));
+            }
+        }
+        dirs.push(shadow);
+    }
+    std::env::join_paths(dirs).unwrap().into_string().unwrap()
+}
+
+#[test]
+fn testenv_build_without_go_fails_with_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("cache");
+    std::fs::create_dir(&cache).unwrap();
+    let path = path_without_go(tmp.path());
+
+    let probe = Command::new("bash")
+        .args(["-c", "command -v go || echo none"])
+        .env("PATH", &path)
+        .output()
+        .expect("running bash");
+    assert_eq!(
+        String::from_utf8_lossy(&probe.stdout).trim(),
+        "none",
+        "go still on PATH={path}"
+    );
+
+    let out = Command::new(testenv_script())
+        .arg("build")
+        .env("PATH", &path)
+        .env("XDG_CACHE_HOME", &cache)
+        .env_remove("TESTENV_BIN_DIR")
+        .stdin(Stdio::null())
+        .output()
+        .expect("running tests/testenv/testenv");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit status; stderr:\n{stderr}");
+    assert!(stderr.contains("Go toolchain not found"), "{stderr}");
+    assert!(
+        stderr.contains("install Go >= "),
+        "names what to install: {stderr}"
+    );
+    assert!(
+        stderr.contains("https://go.dev/dl"),
+        "says where to get it: {stderr}"
+    );
+    // Nothing was built or half-built in the cache.
+    let leftovers: Vec<_> = walk(&cache);
+    assert!(leftovers.is_empty(), "cache left untouched: {leftovers:?}");
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = entry.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        }
+        out.push(p);
+    }
+    out
+}
