@@ -224,14 +224,18 @@ impl Harness {
     }
 }
 
-async fn create_cc(client: &Client, cc: Value) {
-    let ar = ApiResource {
+fn cc_ar() -> ApiResource {
+    ApiResource {
         group: "metacontroller.k8s.io".into(),
         version: "v1alpha1".into(),
         api_version: "metacontroller.k8s.io/v1alpha1".into(),
         kind: "CompositeController".into(),
         plural: "compositecontrollers".into(),
-    };
+    }
+}
+
+async fn create_cc(client: &Client, cc: Value) {
+    let ar = cc_ar();
     let crds: Vec<Value> = kubelambda::api::crds()
         .into_iter()
         .map(|c| serde_json::to_value(c).expect("crd json"))
@@ -356,18 +360,22 @@ async fn inline_jsonnet_creates_updates_recreates_and_deletes_children() {
     wait_deleted(&cms, "two").await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn webhook_hook_served_by_kubelambda_httpd() {
-    let h = Harness::new("webhook").await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let mut httpd = std::process::Command::new(BIN)
-        .current_dir(root().join("examples/useless-controller"))
-        .args(["httpd", "-l", &format!("127.0.0.1:{port}"), "sync.jsonnet"])
-        .spawn()
-        .expect("start httpd");
+/// Loads one of the example's CompositeControllers, scoped to this test's parents.
+fn example_controller(h: &Harness, file: &str) -> Value {
+    let mut cc: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("examples/useless-controller").join(file))
+            .expect("yaml"),
+    )
+    .expect("cc yaml");
+    cc["metadata"]["name"] = json!(format!("useless-{}", h.label));
+    cc["metadata"]["labels"] = json!({"kubelambda-test": h.label});
+    cc["spec"]["parentResource"]["labelSelector"] =
+        json!({"matchLabels": {"kubelambda-test": h.label}});
+    cc
+}
+
+/// Creates the example UselessPod and waits for its Deployment and status.
+async fn useless_example_converges(h: &Harness) {
     let ar = ApiResource {
         group: "example.com".into(),
         version: "v1".into(),
@@ -375,28 +383,14 @@ async fn webhook_hook_served_by_kubelambda_httpd() {
         kind: "UselessPod".into(),
         plural: "uselesspods".into(),
     };
-    // The example controller, pointed at the local hook server and at this test's parents.
-    let mut cc: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(
-            root().join("examples/useless-controller/controller-webhook.yaml"),
-        )
-        .expect("yaml"),
-    )
-    .expect("cc yaml");
-    cc["metadata"]["name"] = json!(format!("useless-{}", h.label));
-    cc["metadata"]["labels"] = json!({"kubelambda-test": h.label});
-    cc["spec"]["parentResource"]["labelSelector"] =
-        json!({"matchLabels": {"kubelambda-test": h.label}});
-    cc["spec"]["hooks"]["sync"]["webhook"]["url"] = json!(format!("http://127.0.0.1:{port}/sync"));
-    create_cc(&h.client, cc).await;
-
     let pods: Api<DynamicObject> = Api::namespaced_with(h.client.clone(), &h.ns, &ar);
-    let parent: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "example.com/v1", "kind": "UselessPod",
-        "metadata": {"name": "demo", "labels": {"kubelambda-test": h.label}},
-        "spec": {"name": "alpha"},
-    }))
-    .expect("parent");
+    let mut parent: Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("examples/useless-controller/uselesspod.yaml"))
+            .expect("yaml"),
+    )
+    .expect("parent yaml");
+    parent["metadata"]["labels"] = json!({"kubelambda-test": h.label});
+    let parent: DynamicObject = serde_json::from_value(parent).expect("parent");
     let parent = pods
         .create(&PostParams::default(), &parent)
         .await
@@ -418,8 +412,33 @@ async fn webhook_hook_served_by_kubelambda_httpd() {
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_webhook_mode_served_by_kubelambda_httpd() {
+    let h = Harness::new("webhook").await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let mut httpd = std::process::Command::new(BIN)
+        .current_dir(root().join("examples/useless-controller"))
+        .args(["httpd", "-l", &format!("127.0.0.1:{port}"), "sync.jsonnet"])
+        .spawn()
+        .expect("start httpd");
+    let mut cc = example_controller(&h, "controller-webhook.yaml");
+    cc["spec"]["hooks"]["sync"]["webhook"]["url"] = json!(format!("http://127.0.0.1:{port}/sync"));
+    create_cc(&h.client, cc).await;
+    useless_example_converges(&h).await;
     let _ = httpd.kill();
     let _ = httpd.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_inline_mode() {
+    let h = Harness::new("inline").await;
+    create_cc(&h.client, example_controller(&h, "controller-inline.yaml")).await;
+    useless_example_converges(&h).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -973,4 +992,115 @@ async fn hundred_parents_converge() {
         "every parent needs a child and its status: {writes} writes"
     );
     assert!(writes <= 310, "{writes} writes for 100 parents");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn customize_hook_sends_a_related_configmap() {
+    let h = Harness::new("customize").await;
+    let customize = r#"
+function(request) {
+  relatedResources: [{
+    apiVersion: 'v1', resource: 'configmaps',
+    namespace: request.parent.metadata.namespace, names: ['settings'],
+  }],
+}
+"#;
+    let sync = r#"
+function(request)
+  local settings = std.get(request.related['ConfigMap.v1'], 'settings', { data: { color: 'none' } });
+  {
+    children: [{ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'derived' }, data: { color: settings.data.color } }],
+  }
+"#;
+    h.controller(
+        "customize",
+        json!({
+            "generateSelector": true,
+            "childResources": [{"apiVersion": "v1", "resource": "configmaps", "updateStrategy": {"method": "InPlace"}}],
+            "hooks": {"sync": {"jsonnet": {"source": sync}}, "customize": {"jsonnet": {"source": customize}}},
+        }),
+    )
+    .await;
+    let cms: Api<ConfigMap> = h.api();
+    let settings: ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "settings"}, "data": {"color": "blue"}}),
+    )
+    .expect("cm");
+    cms.create(&PostParams::default(), &settings)
+        .await
+        .expect("create settings");
+    h.parent("c1", json!({})).await;
+    let color = |want: &'static str| {
+        let cms = cms.clone();
+        async move {
+            wait_until(&format!("derived color {want}"), || {
+                let cms = cms.clone();
+                async move {
+                    let cm = cms.get("derived").await.ok()?;
+                    (cm.data?.get("color")? == want).then_some(())
+                }
+            })
+            .await
+        }
+    };
+    color("blue").await;
+    // A change to the related object resyncs the parent.
+    cms.patch(
+        "settings",
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"data": {"color": "green"}})),
+    )
+    .await
+    .expect("patch settings");
+    color("green").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controller_restarts_on_spec_change_and_stops_when_deleted() {
+    let h = Harness::new("lifecycle").await;
+    let hook = |suffix: &str| {
+        format!(
+            "function(request) {{ children: [{{ apiVersion: 'v1', kind: 'ConfigMap', metadata: {{ name: 'gen-{suffix}' }} }}] }}"
+        )
+    };
+    let name = h
+        .controller(
+            "lifecycle",
+            json!({
+                "generateSelector": true,
+                "childResources": [{"apiVersion": "v1", "resource": "configmaps"}],
+                "hooks": {"sync": {"jsonnet": {"source": hook("one")}}},
+            }),
+        )
+        .await;
+    h.parent("l1", json!({})).await;
+    h.configmap("gen-one").await;
+    let ar = cc_ar();
+    let ccs: Api<DynamicObject> = Api::all_with(h.client.clone(), &ar);
+    ccs.patch(
+        &name,
+        &PatchParams::default(),
+        &Patch::Merge(&json!({"spec": {"hooks": {"sync": {"jsonnet": {"source": hook("two")}}}}})),
+    )
+    .await
+    .expect("patch controller");
+    // The restarted controller runs the new hook: the new child appears, the old one goes.
+    h.configmap("gen-two").await;
+    let cms: Api<ConfigMap> = h.api();
+    wait_deleted(&cms, "gen-one").await;
+
+    ccs.delete(&name, &DeleteParams::default())
+        .await
+        .expect("delete controller");
+    wait_deleted(&ccs, &name).await;
+    // Give the engine time to see the deletion, then show nothing acts on new parents.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    h.parent("l2", json!({})).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let parent = h.parents().get("l2").await.expect("parent");
+    assert!(
+        parent.data.get("status").is_none(),
+        "no controller wrote status: {:?}",
+        parent.data
+    );
 }

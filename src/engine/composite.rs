@@ -83,6 +83,8 @@ pub enum SyncError {
         #[source]
         source: kube::Error,
     },
+    #[error(transparent)]
+    Related(#[from] super::related::RelatedError),
     #[error("managing children: {0}")]
     Children(String),
 }
@@ -114,6 +116,7 @@ pub struct Composite {
     child_types: Vec<ChildType>,
     sync_hook: BuiltHook,
     finalize_hook: Option<BuiltHook>,
+    related: Option<super::related::Related>,
     parent_selector: Option<Selector>,
     generate_selector: bool,
     finalizer: String,
@@ -205,6 +208,10 @@ pub async fn start(cc: &CompositeController, shared: &Shared) -> Result<Running,
         Some(h) => Some(shared.hooks.build(h, "spec.hooks.finalize", &name).await?),
         None => None,
     };
+    let customize_hook = match &hooks.customize {
+        Some(h) => Some(shared.hooks.build(h, "spec.hooks.customize", &name).await?),
+        None => None,
+    };
     let child_types = children
         .iter()
         .map(|c| ChildType {
@@ -213,9 +220,23 @@ pub async fn start(cc: &CompositeController, shared: &Shared) -> Result<Running,
             namespaced: c.ty.namespaced,
         })
         .collect();
+    let controller_json = serde_json::to_value(cc).unwrap_or(Value::Null);
+    let parent_informer = shared.informers.informer(&parent.ar);
+    let queue = WorkQueue::new(Backoff::default());
+    let related = customize_hook.map(|hook| {
+        super::related::Related::new(
+            hook,
+            controller_json.clone(),
+            shared.clone(),
+            parent.namespaced,
+            parent_informer.clone(),
+            queue.clone(),
+        )
+    });
     let controller = Arc::new(Composite {
-        controller_json: serde_json::to_value(cc).unwrap_or(Value::Null),
-        parent_informer: shared.informers.informer(&parent.ar),
+        controller_json,
+        parent_informer,
+        related,
         parent,
         children,
         child_types,
@@ -226,7 +247,7 @@ pub async fn start(cc: &CompositeController, shared: &Shared) -> Result<Running,
         finalizer: cc.finalizer_name(),
         resync_period: cc.spec.resync_period(),
         ignore_status_changes: pr.ignore_status_changes.unwrap_or(false),
-        queue: WorkQueue::new(Backoff::default()),
+        queue,
         writer: ChildWriter::new(shared.client.clone(), shared.apply.clone()),
         shared: shared.clone(),
         written_status: Mutex::default(),
@@ -637,7 +658,10 @@ impl Composite {
             controller: self.controller_json.clone(),
             parent: serde_json::to_value(&parent).unwrap_or(Value::Null),
             children: self.observed_map(&parent, &claimed),
-            related: ObjectMap::new(),
+            related: match &self.related {
+                Some(related) => related.objects(&parent, hook.version).await?,
+                None => ObjectMap::new(),
+            },
             finalizing,
         };
         let request = serde_json::to_value(&request).unwrap_or(Value::Null);

@@ -15,6 +15,7 @@ pub mod hooks;
 pub mod informer;
 pub mod manager;
 pub mod queue;
+pub mod related;
 pub mod status;
 
 use std::sync::Arc;
