@@ -514,8 +514,6 @@ function(request) {
     .await;
 
     h.patch_parent("s1", json!({"version": "2"})).await;
-    let version = |o: &dyn Fn() -> Option<String>| o();
-    let _ = version;
     let cms: Api<ConfigMap> = h.api();
     let cm2 = wait_until("ConfigMap at version 2", || {
         let c = cms.clone();
@@ -1103,4 +1101,58 @@ async fn controller_restarts_on_spec_change_and_stops_when_deleted() {
         "no controller wrote status: {:?}",
         parent.data
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tera_example_renders_a_configmap() {
+    let h = Harness::new("greeting").await;
+    let dir = root().join("examples/tera-greeting");
+    let read = |f: &str| -> Value {
+        serde_yaml::from_str(&std::fs::read_to_string(dir.join(f)).expect("example file"))
+            .expect("yaml")
+    };
+    create_crd(&h.client, read("crd.yaml")).await;
+    let mut cc = read("controller.yaml");
+    // The inline template and the sample file stay the same.
+    assert_eq!(
+        cc["spec"]["hooks"]["sync"]["tera"]["template"]
+            .as_str()
+            .expect("template"),
+        std::fs::read_to_string(dir.join("sync.tera")).expect("sync.tera")
+    );
+    cc["metadata"]["name"] = json!(format!("greeting-{}", h.label));
+    cc["metadata"]["labels"] = json!({"kubelambda-test": h.label});
+    cc["spec"]["parentResource"]["labelSelector"] =
+        json!({"matchLabels": {"kubelambda-test": h.label}});
+    create_cc(&h.client, cc).await;
+    let mut greeting = read("greeting.yaml");
+    greeting["metadata"]["labels"] = json!({"kubelambda-test": h.label});
+    let ar = ApiResource {
+        group: "example.com".into(),
+        version: "v1".into(),
+        api_version: "example.com/v1".into(),
+        kind: "Greeting".into(),
+        plural: "greetings".into(),
+    };
+    let greetings: Api<DynamicObject> = Api::namespaced_with(h.client.clone(), &h.ns, &ar);
+    greetings
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(greeting).expect("greeting"),
+        )
+        .await
+        .expect("create greeting");
+    let cm = h.configmap("hello-greeting").await;
+    let data = cm.data.expect("data");
+    assert_eq!(data["message"], "Hello: world");
+    assert_eq!(data["audience.yaml"], "- platform\n- sre\n");
+    wait_until("Greeting status.rendered", || {
+        let greetings = greetings.clone();
+        async move {
+            let g = greetings.get("hello").await.ok()?;
+            (g.data.get("status")? == &json!({"configMap": "hello-greeting", "rendered": true, "observedGeneration": 1}))
+                .then_some(())
+        }
+    })
+    .await;
 }

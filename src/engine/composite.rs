@@ -297,11 +297,9 @@ impl Composite {
         tasks.push(tokio::spawn(
             async move { this.watch_parents(parent_rx).await },
         ));
-        for (index, rx) in child_rxs.into_iter().enumerate() {
+        for rx in child_rxs {
             let this = self.clone();
-            tasks.push(tokio::spawn(
-                async move { this.watch_children(index, rx).await },
-            ));
+            tasks.push(tokio::spawn(async move { this.watch_children(rx).await }));
         }
         if let Some(period) = self.resync_period {
             let this = self.clone();
@@ -360,7 +358,7 @@ impl Composite {
         }
     }
 
-    async fn watch_children(&self, index: usize, mut rx: tokio::sync::broadcast::Receiver<Change>) {
+    async fn watch_children(&self, mut rx: tokio::sync::broadcast::Receiver<Change>) {
         loop {
             let (obj, deleted) = match rx.recv().await {
                 Ok(Change::Applied(obj)) => (obj, false),
@@ -371,7 +369,6 @@ impl Composite {
                 }
                 Err(RecvError::Closed) => return,
             };
-            let _ = index;
             if let Some(owner) = obj
                 .owner_references()
                 .iter()
@@ -588,11 +585,7 @@ impl Composite {
         )
     }
 
-    fn observed_map(
-        &self,
-        parent: &DynamicObject,
-        claimed: &[Vec<Arc<DynamicObject>>],
-    ) -> ObjectMap {
+    fn observed_map(&self, claimed: &[Vec<Arc<DynamicObject>>]) -> ObjectMap {
         let version = self.sync_hook.version;
         let mut map = ObjectMap::new();
         for (kind, objs) in self.children.iter().zip(claimed) {
@@ -612,7 +605,6 @@ impl Composite {
                 );
             }
         }
-        let _ = parent;
         map
     }
 
@@ -657,7 +649,7 @@ impl Composite {
         let request = CompositeRequest {
             controller: self.controller_json.clone(),
             parent: serde_json::to_value(&parent).unwrap_or(Value::Null),
-            children: self.observed_map(&parent, &claimed),
+            children: self.observed_map(&claimed),
             related: match &self.related {
                 Some(related) => related.objects(&parent, hook.version).await?,
                 None => ObjectMap::new(),
