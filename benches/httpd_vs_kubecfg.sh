@@ -229,35 +229,43 @@ start_server() {
     die "$name did not answer 200 on POST $URL within 30s (last status: ${code:-none})"
 }
 
-# rss_tree PID: prints "<kB> <processes>": VmRSS summed over PID and all its descendants.
+# server_pid: the running server's own pid, found by its unique listen address. ($! can be a
+# setsid wrapper: under job control setsid forks, and the server is its child.)
+server_pid() {
+    local port="${URL#http://127.0.0.1:}"
+    port="${port%%/*}"
+    pgrep -f -- "httpd -l 127.0.0.1:$port" | head -n 1
+}
+
+# rss_tree PID: prints "<kB> <processes>": VmRSS summed over every process in PID's session. The
+# server is started with setsid, so its session is exactly the server and its worker processes.
 rss_tree() {
     python3 - "$1" <<'PY'
 import os, sys
+
+def stat_fields(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        stat = f.read()
+    # Fields after "(comm)": state ppid pgrp session ...
+    return stat[stat.rindex(")") + 2:].split()
+
 root = int(sys.argv[1])
-children = {}
+session = stat_fields(root)[3]
+total, count = 0, 0
 for d in os.listdir("/proc"):
     if not d.isdigit():
         continue
     try:
-        with open(f"/proc/{d}/stat") as f:
-            stat = f.read()
-    except OSError:
-        continue
-    ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-    children.setdefault(ppid, []).append(int(d))
-total, count, todo = 0, 0, [root]
-while todo:
-    pid = todo.pop()
-    try:
-        with open(f"/proc/{pid}/status") as f:
+        if stat_fields(d)[3] != session:
+            continue
+        with open(f"/proc/{d}/status") as f:
             for line in f:
                 if line.startswith("VmRSS:"):
                     total += int(line.split()[1])
+                    count += 1
                     break
-        count += 1
-    except OSError:
-        pass
-    todo.extend(children.get(pid, []))
+    except (OSError, IndexError):
+        continue
 print(total, count)
 PY
 }
@@ -375,7 +383,7 @@ if [ "$RSS" = 1 ]; then
         log "$s: RSS phase, warm-up $WARMUP"
         run_wrk "$WARMUP" "$WORK/$s.rss-warmup.txt"
         rate="$(rps "$WORK/$s.rss-warmup.txt")"
-        read -r base_kb base_n < <(rss_tree "$SERVER_PID")
+        read -r base_kb base_n < <(rss_tree "$(server_pid)")
         peak_kb="$base_kb"
         samples="| after warm-up | 0 | $((base_kb / 1024)) MiB | $base_n |"
         sent=0
@@ -393,7 +401,7 @@ if [ "$RSS" = 1 ]; then
             sent=$((sent + n))
             rate="$(rps "$WORK/$s.rss-$chunk.txt")"
             rss_errors=$((rss_errors + $(errors "$WORK/$s.rss-$chunk.txt")))
-            read -r kb procs < <(rss_tree "$SERVER_PID")
+            read -r kb procs < <(rss_tree "$(server_pid)")
             [ "$kb" -gt "$peak_kb" ] && peak_kb="$kb"
             samples+=$'\n'"| after chunk $chunk | $sent | $((kb / 1024)) MiB | $procs |"
         done

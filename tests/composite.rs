@@ -1156,3 +1156,61 @@ async fn tera_example_renders_a_configmap() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controllers_share_one_watch_per_resource_type() {
+    let h = Harness::new("shared").await;
+    let before = h.engine().shared.informers.active();
+    for name in ["shared-a", "shared-b"] {
+        h.controller(
+            name,
+            json!({
+                "generateSelector": true,
+                "childResources": [
+                    {"apiVersion": "v1", "resource": "configmaps"},
+                    {"apiVersion": "v1", "resource": "secrets"},
+                ],
+                "hooks": {"sync": {"jsonnet": {"source": "function(request) { children: [] }"}}},
+            }),
+        )
+        .await;
+    }
+    let informers = h.engine().shared.informers.clone();
+    // Parents (testparents), ConfigMaps and Secrets: three watches for two controllers.
+    wait_until("three shared watches", || {
+        let informers = informers.clone();
+        async move { (informers.active() == before + 3).then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        informers.active(),
+        before + 3,
+        "one watch per resource type, not per controller"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_updates_fail_clearly() {
+    let h = Harness::new("rolling").await;
+    h.controller(
+        "rolling",
+        json!({
+            "generateSelector": true,
+            "childResources": [{"apiVersion": "v1", "resource": "configmaps", "updateStrategy": {"method": "RollingRecreate"}}],
+            "hooks": {"sync": {"jsonnet": {"source": CONFIGMAP_HOOK}}},
+        }),
+    )
+    .await;
+    h.parent("roll", json!({"name": "rolled"})).await;
+    let note = h.warning("roll", "not supported yet").await;
+    assert!(
+        note.contains("ConfigMap rolled: update strategy RollingRecreate is not supported yet (use OnDelete, Recreate or InPlace)"),
+        "{note}"
+    );
+    let cms: Api<ConfigMap> = h.api();
+    assert!(
+        cms.get_opt("rolled").await.expect("get").is_none(),
+        "nothing was created"
+    );
+}

@@ -421,3 +421,38 @@ fn sigterm_shuts_down_gracefully() {
     }
     assert!(server.log_text().contains("shutting down"));
 }
+
+#[tokio::test]
+async fn a_client_that_gives_up_does_not_cost_a_worker() {
+    let server = Httpd::start(
+        &hooks_dir(),
+        &[
+            "--eval-workers",
+            "1",
+            "--deadline",
+            "60s",
+            "slow.jsonnet",
+            "static.jsonnet",
+        ],
+    );
+    let (status, _) = post(&server.url("/static"), "{}").await;
+    assert_eq!(status, 200);
+    let workers = children_of(server.pid());
+    assert_eq!(workers.len(), 1);
+    // The client hangs up long before the slow hook answers.
+    let gave_up = reqwest::Client::new()
+        .post(server.url("/slow"))
+        .body("{}")
+        .timeout(Duration::from_millis(10))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client should have timed out");
+    // The evaluation finishes, the worker returns to the pool, and serves the next request.
+    let (status, body) = post(&server.url("/static"), "{}").await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        children_of(server.pid()),
+        workers,
+        "the same worker process, not a replacement"
+    );
+}

@@ -175,25 +175,39 @@ impl Sandbox {
 
     /// Evaluates `source` for one JSON request and returns the response JSON text.
     ///
-    /// If the returned future is dropped mid-evaluation, the worker is killed with it: its state
-    /// is unknown, so it is never reused.
+    /// The exchange with the worker runs in its own task, which owns the worker: if the caller
+    /// goes away (an HTTP client disconnects), the evaluation still finishes within its deadline
+    /// and the worker goes back to the pool, instead of being killed mid-request.
     pub async fn evaluate(&self, source: &HookSource, request: &[u8]) -> Result<String, EvalError> {
         let header = serde_json::to_vec(source).map_err(|e| EvalError::Worker(e.to_string()))?;
+        let inner = self.inner.clone();
+        let request = request.to_vec();
+        tokio::spawn(async move { inner.exchange(header, request).await })
+            .await
+            .unwrap_or_else(|e| Err(EvalError::Worker(format!("evaluation task failed: {e}"))))
+    }
+}
+
+impl Inner {
+    async fn exchange(
+        self: Arc<Self>,
+        header: Vec<u8>,
+        request: Vec<u8>,
+    ) -> Result<String, EvalError> {
         let _slot = self
-            .inner
             .slots
             .acquire()
             .await
             .map_err(|_| EvalError::Worker("sandbox closed".into()))?;
-        let idle = self.inner.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let mut worker = match idle {
             Some(worker) => worker,
-            None => Worker::spawn(&self.inner.config).await?,
+            None => Worker::spawn(&self.config).await?,
         };
-        let limits = &self.inner.config.limits;
-        match tokio::time::timeout(limits.deadline, worker.exchange(&header, request)).await {
+        let limits = &self.config.limits;
+        match tokio::time::timeout(limits.deadline, worker.exchange(&header, &request)).await {
             Ok(Ok(result)) => {
-                if let Ok(mut idle) = self.inner.idle.lock() {
+                if let Ok(mut idle) = self.idle.lock() {
                     idle.push(worker);
                 }
                 result
