@@ -199,6 +199,27 @@ impl Harness {
         .await
     }
 
+    /// Waits until `n` parents report `status.children == 1` (the ConfigMap hook's status).
+    async fn wait_converged(&self, n: usize) {
+        let parents = self.parents();
+        wait_until(
+            &format!("{n} parents with one child in their status"),
+            || {
+                let parents = parents.clone();
+                async move {
+                    let list = parents.list(&Default::default()).await.ok()?;
+                    let done = list
+                        .items
+                        .iter()
+                        .filter(|p| p.data.pointer("/status/children") == Some(&json!(1)))
+                        .count();
+                    (done == n).then_some(())
+                }
+            },
+        )
+        .await
+    }
+
     /// Waits for a Warning event on `object` whose message contains `text`.
     async fn warning(&self, object: &str, text: &str) -> String {
         let events: Api<K8sEvent> = self.api();
@@ -869,21 +890,7 @@ async fn steady_state_costs_no_writes() {
         )
         .await;
     }
-    let parents = h.parents();
-    wait_until("5 parents with status", || {
-        let parents = parents.clone();
-        async move {
-            let list = parents.list(&Default::default()).await.ok()?;
-            (list
-                .items
-                .iter()
-                .filter(|p| p.data.pointer("/status/children") == Some(&json!(1)))
-                .count()
-                == 5)
-                .then_some(())
-        }
-    })
-    .await;
+    h.wait_converged(5).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let metrics = &h.engine().metrics;
     let (writes, syncs) = (metrics.writes(), metrics.syncs());
@@ -960,21 +967,7 @@ async fn hundred_parents_converge() {
         h.parent(&format!("p{i}"), json!({"name": format!("scale-{i}")}))
             .await;
     }
-    let parents = h.parents();
-    wait_until("100 parents converged", || {
-        let parents = parents.clone();
-        async move {
-            let list = parents.list(&Default::default()).await.ok()?;
-            (list
-                .items
-                .iter()
-                .filter(|p| p.data.pointer("/status/children") == Some(&json!(1)))
-                .count()
-                == 100)
-                .then_some(())
-        }
-    })
-    .await;
+    h.wait_converged(100).await;
     let elapsed = started.elapsed();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let writes = h.engine().metrics.writes() - writes_before;
