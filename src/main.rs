@@ -116,7 +116,7 @@ struct EvalArgs {
     /// Memory (address space) limit of each evaluation worker process.
     #[arg(long, default_value = "2GiB", value_parser = size)]
     max_memory: u64,
-    /// Hook evaluation worker processes (default: one per CPU).
+    /// Hook evaluation worker processes (default: one more than the CPUs).
     #[arg(long)]
     eval_workers: Option<usize>,
 }

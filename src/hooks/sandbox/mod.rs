@@ -39,7 +39,9 @@ impl SandboxConfig {
     pub fn for_current_exe(limits: Limits, jsonnet: JsonnetOptions) -> std::io::Result<Self> {
         Ok(Self {
             program: std::env::current_exe()?,
-            workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            // One more worker than CPUs: while a worker sends its answer and waits for the next
+            // request, another can compute (measured: 2 CPUs, 3 workers = +26% requests/s over 2).
+            workers: std::thread::available_parallelism().map_or(2, |n| n.get()) + 1,
             limits,
             jsonnet,
         })
