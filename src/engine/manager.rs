@@ -87,11 +87,23 @@ pub async fn run_composites(shared: Shared, target: Option<String>) {
                     queue.add(name);
                 }
             }
+            Err(e) if is_missing_crd(&e) => tracing::warn!(
+                "the CompositeController CRD is not installed yet (install it with `kubelambda crds | kubectl apply -f -`); retrying"
+            ),
             Err(e) => tracing::warn!("watching CompositeControllers: {e}"),
         }
     }
     queue.shutdown();
     let _ = reconciler.await;
+}
+
+/// The API server answers 404 for a resource type it does not serve.
+fn is_missing_crd(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s)) => s.code == 404,
+        _ => false,
+    }
 }
 
 async fn event(
@@ -177,5 +189,32 @@ async fn reconcile(
                 Err(())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use kube::core::Status;
+    use kube::runtime::watcher;
+
+    use super::is_missing_crd;
+
+    fn api_error(code: u16) -> kube::Error {
+        kube::Error::Api(Box::new(
+            Status::failure("page not found", "NotFound").with_code(code),
+        ))
+    }
+
+    #[test]
+    fn a_404_while_listing_means_the_crd_is_missing() {
+        assert!(is_missing_crd(&watcher::Error::InitialListFailed(
+            api_error(404)
+        )));
+        assert!(is_missing_crd(&watcher::Error::WatchStartFailed(
+            api_error(404)
+        )));
+        assert!(!is_missing_crd(&watcher::Error::InitialListFailed(
+            api_error(403)
+        )));
     }
 }
