@@ -14,6 +14,9 @@ pub mod webhook;
 mod error;
 mod hook;
 mod source;
+mod stamp;
+
+pub(crate) use stamp::FileStamp;
 
 pub use error::{EvalError, LimitKind};
 pub use hook::{Hook, HookError};

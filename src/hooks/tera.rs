@@ -5,33 +5,23 @@
 //! whole request. Filters Kubernetes authors expect from Helm are registered on every template.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
-use std::time::SystemTime;
 
 use base64::Engine;
 use serde_json::Value;
 use sha2::Digest;
 
-use super::{EvalError, HookSource, LimitKind};
+use super::{EvalError, FileStamp, HookSource, LimitKind};
 
 struct LoadedTemplate {
     tera: tera::Tera,
     name: String,
     /// For file templates: what the file looked like when it was read.
-    stamp: Option<(PathBuf, u64, Option<SystemTime>)>,
-}
-
-fn stamp_of(path: &PathBuf) -> Option<(PathBuf, u64, Option<SystemTime>)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((path.clone(), meta.len(), meta.modified().ok()))
+    stamp: Option<FileStamp>,
 }
 
 impl LoadedTemplate {
     fn is_current(&self) -> bool {
-        match &self.stamp {
-            Some(stamp) => stamp_of(&stamp.0).as_ref() == Some(stamp),
-            None => true,
-        }
+        self.stamp.as_ref().is_none_or(FileStamp::is_current)
     }
 }
 
@@ -106,7 +96,7 @@ impl TeraEvaluator {
 fn load(source: &HookSource) -> Result<LoadedTemplate, EvalError> {
     let (name, text, stamp) = match source {
         HookSource::TeraFile { path } => {
-            let stamp = stamp_of(path);
+            let stamp = FileStamp::of(path);
             let text = std::fs::read_to_string(path).map_err(|e| EvalError::Load {
                 path: path.display().to_string(),
                 reason: e.to_string(),

@@ -23,9 +23,10 @@ use jrsonnet_evaluator::{
 use jrsonnet_stdlib::ContextInitializer;
 use serde::{Deserialize, Serialize};
 
+use super::FileStamp;
 use super::{EvalError, HookSource, LimitKind};
 pub use resolver::BUNDLED;
-use resolver::{FileStamp, HookImportResolver, Stamps};
+use resolver::{HookImportResolver, Stamps};
 
 /// Settings shared by every Jsonnet hook of a process: the CLI's `-J`, `--ext-str`, `--ext-code`,
 /// `--tla-str` and `--tla-code`, and the limits that apply inside the evaluator.

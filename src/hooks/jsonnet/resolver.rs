@@ -7,13 +7,14 @@
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::SystemTime;
 
 use jrsonnet_evaluator::{
     AsPathLike, IStr, ImportResolver,
     error::{ErrorKind, Result},
 };
 use jrsonnet_gcmodule::Acyclic;
+
+use crate::hooks::FileStamp;
 use jrsonnet_ir::{SourceFifo, SourceFile, SourcePath, SourceVirtual};
 
 /// Files bundled into the binary, importable by name from any hook.
@@ -21,30 +22,6 @@ pub const BUNDLED: &[(&str, &str)] = &[(
     "kubelambda.libsonnet",
     include_str!("../../../templates/kubelambda.libsonnet"),
 )];
-
-/// What a file looked like when it was read.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileStamp {
-    path: PathBuf,
-    len: u64,
-    modified: Option<SystemTime>,
-}
-
-impl FileStamp {
-    fn of(path: &Path) -> Option<Self> {
-        let meta = std::fs::metadata(path).ok()?;
-        Some(Self {
-            path: path.to_owned(),
-            len: meta.len(),
-            modified: meta.modified().ok(),
-        })
-    }
-
-    /// True while the file on disk is the one that was read.
-    pub fn is_current(&self) -> bool {
-        Self::of(&self.path).as_ref() == Some(self)
-    }
-}
 
 /// The files one evaluation state has read, shared with the evaluator.
 pub type Stamps = Rc<RefCell<Vec<FileStamp>>>;
