@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::api::{ApiResource, DynamicObject, Patch, PatchParams};
+use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::{Api, Resource, ResourceExt};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
@@ -272,10 +272,6 @@ fn fingerprint(obj: &DynamicObject) -> u64 {
 }
 
 impl Composite {
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
     fn run(self: Arc<Self>) -> Running {
         let mut tasks = Vec::new();
         // Subscribe before waiting, so nothing that happens during start-up is missed.
@@ -352,7 +348,7 @@ impl Composite {
                         .remove(&key);
                     self.queue.add(key);
                 }
-                Ok(Change::Resync) | Err(RecvError::Lagged(_)) => self.enqueue_all(),
+                Err(RecvError::Lagged(_)) => self.enqueue_all(),
                 Err(RecvError::Closed) => return,
             }
         }
@@ -363,7 +359,7 @@ impl Composite {
             let (obj, deleted) = match rx.recv().await {
                 Ok(Change::Applied(obj)) => (obj, false),
                 Ok(Change::Deleted(obj)) => (obj, true),
-                Ok(Change::Resync) | Err(RecvError::Lagged(_)) => {
+                Err(RecvError::Lagged(_)) => {
                     self.enqueue_all();
                     continue;
                 }
@@ -832,15 +828,6 @@ impl Composite {
                 source,
             }),
         }
-    }
-
-    /// The queue, for tests and metrics.
-    pub fn queue_len(&self) -> usize {
-        self.queue.len()
-    }
-
-    pub fn parent_resource(&self) -> &ApiResource {
-        &self.parent.ar
     }
 }
 

@@ -75,14 +75,6 @@ impl Discovery {
             })
     }
 
-    /// Forgets what was discovered, so the next lookup asks the API server again.
-    pub fn invalidate(&self, api_version: &str) {
-        self.groups
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(api_version);
-    }
-
     async fn fetch(&self, api_version: &str) -> Result<Vec<Resolved>, DiscoveryError> {
         let gv: GroupVersion =
             api_version

@@ -50,8 +50,6 @@ impl std::fmt::Display for ObjectKey {
 pub enum Change {
     Applied(Arc<DynamicObject>),
     Deleted(Arc<DynamicObject>),
-    /// The subscriber fell behind or the cache was rebuilt: treat everything as changed.
-    Resync,
 }
 
 /// The UID of an object's controller owner, if it has one.
@@ -96,7 +94,6 @@ impl Cache {
 
 /// One watch over one resource type, shared.
 pub struct Informer {
-    resource: ApiResource,
     cache: RwLock<Cache>,
     changes: broadcast::Sender<Change>,
     ready: watch::Receiver<bool>,
@@ -112,10 +109,6 @@ impl Drop for Informer {
 }
 
 impl Informer {
-    pub fn resource(&self) -> &ApiResource {
-        &self.resource
-    }
-
     pub fn subscribe(&self) -> broadcast::Receiver<Change> {
         self.changes.subscribe()
     }
@@ -124,10 +117,6 @@ impl Informer {
     pub async fn wait_ready(&self) {
         let mut ready = self.ready.clone();
         let _ = ready.wait_for(|r| *r).await;
-    }
-
-    pub fn is_ready(&self) -> bool {
-        *self.ready.borrow()
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
@@ -262,7 +251,6 @@ impl InformerFactory {
         let (ready_tx, ready_rx) = watch::channel(false);
         let (changes, _) = broadcast::channel(16384);
         let informer = Arc::new(Informer {
-            resource: ar.clone(),
             cache: RwLock::default(),
             changes,
             ready: ready_rx,

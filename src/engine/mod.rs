@@ -92,9 +92,4 @@ impl Engine {
             task,
         })
     }
-
-    /// Whether the engine's task is still alive.
-    pub fn is_running(&self) -> bool {
-        !self.task.is_finished()
-    }
 }

@@ -50,12 +50,4 @@ impl Hook {
             Self::Webhook(webhook) => Ok(webhook.call(request).await?),
         }
     }
-
-    /// Where the hook lives, for events and logs.
-    pub fn describe(&self) -> String {
-        match self {
-            Self::Evaluated { source, .. } => source.display_name(),
-            Self::Webhook(w) => w.url().to_owned(),
-        }
-    }
 }

@@ -46,10 +46,6 @@ impl Webhook {
         }
     }
 
-    pub fn url(&self) -> &str {
-        &self.url
-    }
-
     pub async fn call(&self, request: &Value) -> Result<Value, WebhookError> {
         let response = self
             .client

@@ -171,10 +171,6 @@ impl Sandbox {
         }
     }
 
-    pub fn limits(&self) -> &Limits {
-        &self.inner.config.limits
-    }
-
     /// Evaluates `source` for one JSON request and returns the response JSON text.
     ///
     /// The exchange with the worker runs in its own task, which owns the worker: if the caller
