@@ -270,10 +270,13 @@ impl ChildWriter {
                 let desired = apply::sanitize_for_ssa(&desired);
                 let hash = apply::content_hash(&desired);
                 if let Some(obs) = observed {
-                    let obs_json = serde_json::to_value(obs.as_ref()).unwrap_or(Value::Null);
+                    // Cheapest checks first: serialising the observed child is the costly one.
                     if method == ChildUpdateMethod::OnDelete
                         || self.applied_already(obs, hash)
-                        || apply::is_subset(&obs_json, &desired)
+                        || apply::is_subset(
+                            &serde_json::to_value(obs.as_ref()).unwrap_or(Value::Null),
+                            &desired,
+                        )
                     {
                         return Ok(Outcome::Unchanged);
                     }
