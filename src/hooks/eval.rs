@@ -1,7 +1,7 @@
 //! One evaluator for every in-process backend. It runs inside a sandbox worker process (see
 //! `hooks::sandbox`), and directly in unit tests.
 
-use super::jsonnet::{JsonnetEvaluator, JsonnetOptions};
+use super::jsonnet::{Json, JsonnetEvaluator, JsonnetOptions};
 use super::tera::TeraEvaluator;
 use super::{EvalError, HookSource, Limits};
 
@@ -22,14 +22,17 @@ impl Evaluator {
 
     /// Evaluates one hook for one JSON request; returns the response JSON text.
     pub fn evaluate(&mut self, source: &HookSource, request: &[u8]) -> Result<String, EvalError> {
-        // Refuse a body that is not JSON before touching the hook, whatever the hook's state.
-        serde_json::from_slice::<serde::de::IgnoredAny>(request)
-            .map_err(|e| EvalError::BadRequest(e.to_string()))?;
+        // The body is checked (and, for Jsonnet, parsed) before the hook is touched, so a body
+        // that is not JSON is refused whatever state the hook is in.
         match source {
             HookSource::JsonnetFile { .. } | HookSource::JsonnetInline { .. } => {
-                self.jsonnet.evaluate(source, request)
+                let request: Json = serde_json::from_slice(request)
+                    .map_err(|e| EvalError::BadRequest(e.to_string()))?;
+                self.jsonnet.evaluate(source, &request)
             }
             HookSource::TeraFile { .. } | HookSource::TeraInline { .. } => {
+                serde_json::from_slice::<serde::de::IgnoredAny>(request)
+                    .map_err(|e| EvalError::BadRequest(e.to_string()))?;
                 self.tera.evaluate(source, request, self.max_output_bytes)
             }
         }

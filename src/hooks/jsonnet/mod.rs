@@ -5,6 +5,7 @@
 //! top-level value already evaluated, and throws that state away when the hook file or anything it
 //! imported changes on disk.
 
+mod lazy_json;
 mod natives;
 mod resolver;
 mod trace;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 
 use super::FileStamp;
 use super::{EvalError, HookSource, LimitKind};
+pub use lazy_json::Json;
 pub use resolver::BUNDLED;
 use resolver::{HookImportResolver, Stamps};
 
@@ -98,7 +100,7 @@ impl JsonnetEvaluator {
     /// Evaluates `source` with the JSON `request` bound as the top-level argument `request`; a hook
     /// that is not a function is returned as it is. Returns the response as go-jsonnet formats it
     /// (3-space indent, trailing newline).
-    pub fn evaluate(&mut self, source: &HookSource, request: &[u8]) -> Result<String, EvalError> {
+    pub fn evaluate(&mut self, source: &HookSource, request: &Json) -> Result<String, EvalError> {
         let stale = self.hooks.get(source).is_some_and(|h| !h.is_current());
         if stale {
             self.hooks.remove(source);
@@ -120,13 +122,10 @@ impl JsonnetEvaluator {
     fn call(
         hook: &LoadedHook,
         options: &JsonnetOptions,
-        request: &[u8],
+        request: &Json,
         max_output_bytes: usize,
     ) -> Result<String, EvalError> {
         let _entered = hook.state.enter();
-        // Parsed as JSON, never as Jsonnet code: a request must not be able to import files.
-        let request: Val =
-            serde_json::from_slice(request).map_err(|e| EvalError::BadRequest(e.to_string()))?;
         let mut tla: HashMap<IStr, TlaArg> = HashMap::new();
         for (name, value) in &options.tla_str {
             tla.insert(name.as_str().into(), TlaArg::String(value.as_str().into()));
@@ -134,7 +133,8 @@ impl JsonnetEvaluator {
         for (name, code) in &options.tla_code {
             tla.insert(name.as_str().into(), TlaArg::InlineCode(code.clone()));
         }
-        tla.insert("request".into(), TlaArg::Val(request));
+        // Parsed as JSON, never as Jsonnet code: a request must not be able to import files.
+        tla.insert("request".into(), TlaArg::Val(request.to_val()));
         let out = jrsonnet_evaluator::apply_tla(&tla, hook.value.clone())
             .and_then(|v| v.manifest(JsonFormat::cli(3)))
             .map_err(|e| format_error(&e, &hook.name))?;
