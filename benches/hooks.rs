@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use criterion::{Criterion, criterion_group, criterion_main};
 use kubelambda::hooks::eval::Evaluator;
 use kubelambda::hooks::jsonnet::JsonnetOptions;
-use kubelambda::hooks::sandbox::{Sandbox, SandboxConfig};
+use kubelambda::hooks::sandbox::{DEFAULT_RESPONSE_CACHE_BYTES, Sandbox, SandboxConfig};
 use kubelambda::hooks::{HookSource, Limits};
 
 fn root() -> PathBuf {
@@ -40,15 +40,21 @@ fn in_process(c: &mut Criterion) {
     }
 }
 
-fn through_sandbox(c: &mut Criterion) {
-    let body = request();
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let sandbox = Sandbox::new(SandboxConfig {
+fn sandbox(response_cache_bytes: u64) -> Sandbox {
+    Sandbox::new(SandboxConfig {
         program: PathBuf::from(env!("CARGO_BIN_EXE_kubelambda")),
         workers: 1,
         limits: Limits::default(),
         jsonnet: JsonnetOptions::default(),
-    });
+        response_cache_bytes,
+    })
+}
+
+/// Every request evaluated by a worker process: the response cache is off.
+fn through_sandbox(c: &mut Criterion) {
+    let body = request();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let sandbox = sandbox(0);
     for (name, source) in sources() {
         c.bench_function(&format!("evaluate/{name}/sandbox"), |b| {
             b.iter(|| {
@@ -59,5 +65,28 @@ fn through_sandbox(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, in_process, through_sandbox);
+/// The same request again, answered from the response cache (Jsonnet only; Tera is never
+/// cached).
+fn through_cache(c: &mut Criterion) {
+    let body = request();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let sandbox = sandbox(DEFAULT_RESPONSE_CACHE_BYTES);
+    let (_, source) = sources()
+        .into_iter()
+        .find(|(name, _)| *name == "jsonnet")
+        .expect("a jsonnet source");
+    c.bench_function("evaluate/jsonnet/response-cache-hit", |b| {
+        b.iter(|| {
+            rt.block_on(sandbox.evaluate(&source, &body))
+                .expect("evaluates")
+        })
+    });
+    let stats = sandbox.cache_stats().expect("the cache is on");
+    assert!(
+        stats.hits > 0,
+        "the same request must hit the cache: {stats:?}"
+    );
+}
+
+criterion_group!(benches, in_process, through_sandbox, through_cache);
 criterion_main!(benches);

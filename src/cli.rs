@@ -16,6 +16,7 @@ pub struct EvalOptions {
     pub jsonnet: JsonnetOptions,
     pub limits: Limits,
     pub workers: Option<usize>,
+    pub response_cache_bytes: u64,
 }
 
 impl EvalOptions {
@@ -24,6 +25,7 @@ impl EvalOptions {
         if let Some(workers) = self.workers {
             config.workers = workers;
         }
+        config.response_cache_bytes = self.response_cache_bytes;
         Ok(Sandbox::new(config))
     }
 }

@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -133,6 +134,9 @@ struct Metrics {
     requests: Family<RequestLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     latency: Family<HookLabels, Histogram>,
+    /// Copied from the sandbox's response cache when /metrics is read.
+    cache_hits: Counter,
+    cache_misses: Counter,
 }
 
 impl Metrics {
@@ -158,11 +162,25 @@ impl Metrics {
             "Time to answer a hook request",
             latency.clone(),
         );
+        let cache_hits = Counter::default();
+        let cache_misses = Counter::default();
+        registry.register(
+            "response_cache_hits",
+            "Requests answered from the response cache (an identical earlier request)",
+            cache_hits.clone(),
+        );
+        registry.register(
+            "response_cache_misses",
+            "Requests evaluated while the response cache was on",
+            cache_misses.clone(),
+        );
         Self {
             registry,
             requests,
             errors,
             latency,
+            cache_hits,
+            cache_misses,
         }
     }
 }
@@ -323,6 +341,17 @@ async fn handle_hook(
 }
 
 fn metrics_page(server: &Server) -> Response {
+    if let Some(stats) = server.sandbox.cache_stats() {
+        let metrics = &server.metrics;
+        metrics
+            .cache_hits
+            .inner()
+            .store(stats.hits, Ordering::Relaxed);
+        metrics
+            .cache_misses
+            .inner()
+            .store(stats.misses, Ordering::Relaxed);
+    }
     let mut body = String::new();
     if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &server.metrics.registry) {
         return text(

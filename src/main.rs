@@ -119,6 +119,10 @@ struct EvalArgs {
     /// Hook evaluation worker processes (default: one more than the CPUs).
     #[arg(long)]
     eval_workers: Option<usize>,
+    /// Memory for reusing Jsonnet responses to identical requests while the hook's files are
+    /// unchanged (0 turns it off).
+    #[arg(long, default_value = "64MiB", value_parser = size)]
+    response_cache: u64,
 }
 
 fn size(text: &str) -> Result<u64, String> {
@@ -150,6 +154,7 @@ impl EvalArgs {
                 max_memory_bytes: self.max_memory,
             },
             workers: self.eval_workers,
+            response_cache_bytes: self.response_cache,
         })
     }
 }

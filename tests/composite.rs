@@ -20,7 +20,7 @@ use kubelambda::engine::children::ApplyStrategy;
 use kubelambda::engine::{Engine, EngineConfig};
 use kubelambda::hooks::Limits;
 use kubelambda::hooks::jsonnet::JsonnetOptions;
-use kubelambda::hooks::sandbox::{Sandbox, SandboxConfig};
+use kubelambda::hooks::sandbox::{DEFAULT_RESPONSE_CACHE_BYTES, Sandbox, SandboxConfig};
 use serde_json::{Value, json};
 
 const BIN: &str = env!("CARGO_BIN_EXE_kubelambda");
@@ -74,6 +74,7 @@ fn sandbox() -> Sandbox {
         workers: 2,
         limits: Limits::default(),
         jsonnet: JsonnetOptions::default(),
+        response_cache_bytes: DEFAULT_RESPONSE_CACHE_BYTES,
     })
 }
 

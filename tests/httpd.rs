@@ -456,3 +456,80 @@ async fn a_client_that_gives_up_does_not_cost_a_worker() {
         "the same worker process, not a replacement"
     );
 }
+
+async fn metric(server: &Httpd, name: &str) -> u64 {
+    let page = reqwest::get(server.url("/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    page.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{page}"))
+}
+
+const HITS: &str = "kubelambda_httpd_response_cache_hits_total";
+const MISSES: &str = "kubelambda_httpd_response_cache_misses_total";
+
+#[tokio::test]
+async fn identical_requests_are_answered_from_the_cache_until_a_file_changes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        dir.path().join("hook.jsonnet"),
+        "local lib = import 'lib.libsonnet';\nfunction(request) { v: lib.v, name: request.name }",
+    )
+    .expect("write hook");
+    let lib = dir.path().join("lib.libsonnet");
+    std::fs::write(&lib, "{ v: 1 }").expect("write lib");
+    let server = Httpd::start(dir.path(), &["hook.jsonnet"]);
+    let url = server.url("/hook");
+
+    let (status, first) = post(&url, r#"{"name": "a"}"#).await;
+    assert_eq!(status, 200, "{first}");
+    let (_, second) = post(&url, r#"{"name": "a"}"#).await;
+    assert_eq!(first, second);
+    assert_eq!(
+        (metric(&server, HITS).await, metric(&server, MISSES).await),
+        (1, 1)
+    );
+
+    // Another body is another evaluation.
+    let (_, other) = post(&url, r#"{"name": "b"}"#).await;
+    assert!(other.contains("\"name\": \"b\""), "{other}");
+    assert_eq!(metric(&server, MISSES).await, 2);
+
+    // An edit of an imported file makes the cached response stale.
+    std::fs::write(&lib, "{ v: 22 }").expect("rewrite lib");
+    let (_, edited) = post(&url, r#"{"name": "a"}"#).await;
+    assert!(edited.contains("\"v\": 22"), "{edited}");
+    assert_eq!(
+        (metric(&server, HITS).await, metric(&server, MISSES).await),
+        (1, 3)
+    );
+}
+
+#[tokio::test]
+async fn traced_evaluations_and_a_disabled_cache_evaluate_every_time() {
+    let request = r#"{"parent": {"metadata": {"name": "p"}}}"#;
+    let traced = Httpd::start(&hooks_dir(), &["trace.jsonnet"]);
+    for _ in 0..2 {
+        let (status, body) = post(&traced.url("/trace"), request).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(metric(&traced, HITS).await, 0);
+    assert_eq!(traced.log_text().matches("parent is p").count(), 2);
+
+    let uncached = Httpd::start(&example_dir(), &["--response-cache", "0", "sync.jsonnet"]);
+    for _ in 0..2 {
+        let (status, body) = post(&uncached.url("/sync"), example_request()).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    assert_eq!(
+        (
+            metric(&uncached, HITS).await,
+            metric(&uncached, MISSES).await
+        ),
+        (0, 0)
+    );
+}

@@ -3,7 +3,7 @@
 
 use super::jsonnet::{Json, JsonnetEvaluator, JsonnetOptions};
 use super::tera::TeraEvaluator;
-use super::{EvalError, HookSource, Limits};
+use super::{EvalError, FileStamp, HookSource, Limits};
 
 pub struct Evaluator {
     jsonnet: JsonnetEvaluator,
@@ -17,6 +17,18 @@ impl Evaluator {
             jsonnet: JsonnetEvaluator::new(options, limits.max_stack, limits.max_output_bytes),
             tera: TeraEvaluator::default(),
             max_output_bytes: limits.max_output_bytes,
+        }
+    }
+
+    /// The files the last successful evaluation of `source` depended on, when its response may
+    /// be reused for an identical request; `None` when it may not. Tera templates are never
+    /// reused: Tera's built-in `now()`, `get_random()` and `get_env()` make them impure.
+    pub fn dependencies(&self, source: &HookSource) -> Option<Vec<FileStamp>> {
+        match source {
+            HookSource::JsonnetFile { .. } | HookSource::JsonnetInline { .. } => {
+                self.jsonnet.dependencies(source)
+            }
+            HookSource::TeraFile { .. } | HookSource::TeraInline { .. } => None,
         }
     }
 

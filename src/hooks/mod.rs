@@ -7,6 +7,7 @@
 pub mod eval;
 pub mod jsonnet;
 pub mod protocol;
+pub mod response_cache;
 pub mod sandbox;
 pub mod tera;
 pub mod webhook;
@@ -16,7 +17,7 @@ mod hook;
 mod source;
 mod stamp;
 
-pub(crate) use stamp::FileStamp;
+pub use stamp::FileStamp;
 
 pub use error::{EvalError, LimitKind};
 pub use hook::{Hook, HookError};

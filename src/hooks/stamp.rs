@@ -3,8 +3,11 @@
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
-/// A file's size and modification time at the moment it was read.
-#[derive(Clone, Debug, PartialEq, Eq)]
+use serde::{Deserialize, Serialize};
+
+/// A file's size and modification time at the moment it was read. It crosses the worker pipe
+/// with each cacheable response, so the pool can tell when a cached response went stale.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FileStamp {
     path: PathBuf,
     len: u64,

@@ -60,6 +60,8 @@ pub struct JsonnetEvaluator {
     max_stack: usize,
     max_output_bytes: usize,
     hooks: HashMap<HookSource, LoadedHook>,
+    /// Whether the last evaluation called `std.trace`.
+    last_traced: bool,
 }
 
 /// Formats an evaluation error with its stack (file:line:column where jrsonnet knows it). jrsonnet
@@ -94,6 +96,7 @@ impl JsonnetEvaluator {
             max_stack,
             max_output_bytes,
             hooks: HashMap::new(),
+            last_traced: false,
         }
     }
 
@@ -112,10 +115,25 @@ impl JsonnetEvaluator {
         let Some(hook) = self.hooks.get(source) else {
             return Err(EvalError::Worker("hook vanished from the cache".into()));
         };
+        trace::take_traced();
         let result = Self::call(hook, &self.options, request, self.max_output_bytes);
+        self.last_traced = trace::take_traced();
         // Objects and thunks form reference cycles; without this a long-running worker grows.
         jrsonnet_gcmodule::collect_thread_cycles();
         result
+    }
+
+    /// What the last successful evaluation of `source` depended on, if its response may be
+    /// reused for the same request: every file the hook has read (itself and its imports). A
+    /// Jsonnet evaluation is a pure function of its files, the request and the process-wide
+    /// options, with one exception: `std.trace`, whose log line the author wants on every call.
+    pub fn dependencies(&self, source: &HookSource) -> Option<Vec<FileStamp>> {
+        if self.last_traced {
+            return None;
+        }
+        self.hooks
+            .get(source)
+            .map(|hook| hook.stamps.borrow().clone())
     }
 
     #[allow(clippy::mutable_key_type)] // IStr keys are interned, not mutated

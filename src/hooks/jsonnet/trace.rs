@@ -6,6 +6,7 @@
 //! native that logs the location it is given and otherwise behaves like `std.trace`. Only lines
 //! that call `std.trace` change, and only after the call site.
 
+use std::cell::Cell;
 use std::rc::Rc;
 
 use jrsonnet_evaluator::{IStr, Result, Thunk, Val, function::builtin, manifest::JsonFormat};
@@ -96,12 +97,24 @@ fn skip_until(code: &str, from: usize, end: &str) -> usize {
     code[from..].find(end).map_or(code.len(), |p| from + p)
 }
 
+thread_local! {
+    /// Whether `std.trace` ran since [`take_traced`] last looked. A traced evaluation is not
+    /// cached: its log line is part of what the hook author asked for, on every call.
+    static TRACED: Cell<bool> = const { Cell::new(false) };
+}
+
+/// True if `std.trace` ran on this thread since the last call; resets the flag.
+pub fn take_traced() -> bool {
+    TRACED.with(|traced| traced.replace(false))
+}
+
 /// Logs `std.trace` output at info level with the location the rewrite recorded.
 #[derive(Acyclic)]
 pub struct LogTracePrinter;
 
 impl TracePrinter for LogTracePrinter {
     fn print_trace(&self, _loc: jrsonnet_evaluator::function::CallLocation, value: IStr) {
+        TRACED.with(|traced| traced.set(true));
         tracing::info!(target: "kubelambda::trace", "{value}");
     }
 }
@@ -113,6 +126,7 @@ pub fn builtin_located_trace(location: IStr, str: Val, rest: Thunk<Val>) -> Resu
         Val::Str(s) => s.clone().into_flat().to_string(),
         other => other.manifest(JsonFormat::cli(0))?,
     };
+    TRACED.with(|traced| traced.set(true));
     tracing::info!(target: "kubelambda::trace", "TRACE: {location} {message}");
     rest.evaluate()
 }

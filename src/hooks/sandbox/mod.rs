@@ -18,8 +18,12 @@ use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 use tokio::sync::Semaphore;
 
 use super::jsonnet::JsonnetOptions;
-use super::{EvalError, HookSource, LimitKind, Limits};
+use super::response_cache::{CacheStats, ResponseCache};
+use super::{EvalError, FileStamp, HookSource, LimitKind, Limits};
 use wire::{TAG_ERR, TAG_OK, WorkerInit};
+
+/// Default size of the response cache: thousands of typical sync requests and responses.
+pub const DEFAULT_RESPONSE_CACHE_BYTES: u64 = 64 << 20;
 
 /// The hidden subcommand that turns the binary into a worker.
 pub const WORKER_SUBCOMMAND: &str = "__worker";
@@ -32,6 +36,8 @@ pub struct SandboxConfig {
     pub workers: usize,
     pub limits: Limits,
     pub jsonnet: JsonnetOptions,
+    /// Bytes of responses kept for identical requests (0: none); see [`ResponseCache`].
+    pub response_cache_bytes: u64,
 }
 
 impl SandboxConfig {
@@ -44,8 +50,16 @@ impl SandboxConfig {
             workers: std::thread::available_parallelism().map_or(2, |n| n.get()) + 1,
             limits,
             jsonnet,
+            response_cache_bytes: DEFAULT_RESPONSE_CACHE_BYTES,
         })
     }
+}
+
+/// A worker's successful answer.
+struct Answer {
+    text: String,
+    /// The files the response depends on, when it may be reused (see [`ResponseCache`]).
+    dependencies: Option<Vec<FileStamp>>,
 }
 
 struct Worker {
@@ -98,14 +112,7 @@ impl Worker {
         self.stdin.flush().await
     }
 
-    /// One request and its answer. An I/O error means the worker died.
-    async fn exchange(
-        &mut self,
-        header: &[u8],
-        request: &[u8],
-    ) -> std::io::Result<Result<String, EvalError>> {
-        self.send(&[header, request]).await?;
-        let tag = self.stdout.read_u8().await?;
+    async fn read_frame(&mut self) -> std::io::Result<Vec<u8>> {
         let len = self.stdout.read_u32_le().await? as usize;
         if len > wire::MAX_FRAME {
             return Err(std::io::Error::other(format!(
@@ -114,9 +121,28 @@ impl Worker {
         }
         let mut payload = vec![0u8; len];
         self.stdout.read_exact(&mut payload).await?;
+        Ok(payload)
+    }
+
+    /// One request and its answer. An I/O error means the worker died.
+    async fn exchange(
+        &mut self,
+        header: &[u8],
+        request: &[u8],
+    ) -> std::io::Result<Result<Answer, EvalError>> {
+        self.send(&[header, request]).await?;
+        let tag = self.stdout.read_u8().await?;
+        let payload = self.read_frame().await?;
         match tag {
-            TAG_OK => Ok(String::from_utf8(payload)
-                .map_err(|_| EvalError::Worker("response is not UTF-8".into()))),
+            TAG_OK => {
+                // Unreadable dependencies only cost the reuse of this response.
+                let dependencies = serde_json::from_slice(&self.read_frame().await?)
+                    .ok()
+                    .flatten();
+                Ok(String::from_utf8(payload)
+                    .map(|text| Answer { text, dependencies })
+                    .map_err(|_| EvalError::Worker("response is not UTF-8".into())))
+            }
             TAG_ERR => Ok(Err(serde_json::from_slice(&payload).unwrap_or_else(|e| {
                 EvalError::Worker(format!("unreadable error from worker: {e}"))
             }))),
@@ -157,6 +183,7 @@ struct Inner {
     config: SandboxConfig,
     idle: Mutex<Vec<Worker>>,
     slots: Semaphore,
+    cache: Option<ResponseCache>,
 }
 
 impl Sandbox {
@@ -164,6 +191,7 @@ impl Sandbox {
         let workers = config.workers.max(1);
         Self {
             inner: Arc::new(Inner {
+                cache: ResponseCache::new(config.response_cache_bytes),
                 config,
                 idle: Mutex::new(Vec::new()),
                 slots: Semaphore::new(workers),
@@ -171,18 +199,33 @@ impl Sandbox {
         }
     }
 
-    /// Evaluates `source` for one JSON request and returns the response JSON text.
+    /// Evaluates `source` for one JSON request and returns the response JSON text. A request
+    /// identical to an earlier one is answered from the response cache while the hook's files
+    /// are unchanged.
     ///
     /// The exchange with the worker runs in its own task, which owns the worker: if the caller
     /// goes away (an HTTP client disconnects), the evaluation still finishes within its deadline
     /// and the worker goes back to the pool, instead of being killed mid-request.
     pub async fn evaluate(&self, source: &HookSource, request: &[u8]) -> Result<String, EvalError> {
+        let cache = self.inner.cache.as_ref();
+        if let Some(response) = cache.and_then(|cache| cache.get(source, request)) {
+            return Ok(response);
+        }
         let header = serde_json::to_vec(source).map_err(|e| EvalError::Worker(e.to_string()))?;
         let inner = self.inner.clone();
-        let request = request.to_vec();
-        tokio::spawn(async move { inner.exchange(header, request).await })
+        let body = request.to_vec();
+        let answer = tokio::spawn(async move { inner.exchange(header, body).await })
             .await
-            .unwrap_or_else(|e| Err(EvalError::Worker(format!("evaluation task failed: {e}"))))
+            .unwrap_or_else(|e| Err(EvalError::Worker(format!("evaluation task failed: {e}"))))?;
+        if let (Some(cache), Some(dependencies)) = (cache, answer.dependencies) {
+            cache.insert(source, request, &answer.text, dependencies);
+        }
+        Ok(answer.text)
+    }
+
+    /// Response cache hits and misses; `None` when the cache is off.
+    pub fn cache_stats(&self) -> Option<CacheStats> {
+        self.inner.cache.as_ref().map(ResponseCache::stats)
     }
 }
 
@@ -191,7 +234,7 @@ impl Inner {
         self: Arc<Self>,
         header: Vec<u8>,
         request: Vec<u8>,
-    ) -> Result<String, EvalError> {
+    ) -> Result<Answer, EvalError> {
         let _slot = self
             .slots
             .acquire()

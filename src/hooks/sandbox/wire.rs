@@ -3,8 +3,10 @@
 //! Every message is a frame: a little-endian `u32` length, then that many bytes.
 //! - pool → worker, once: a JSON [`WorkerInit`] frame;
 //! - pool → worker, per request: a JSON [`HookSource`] frame, then the raw request body frame;
-//! - worker → pool, per request: one tag byte ([`TAG_OK`] or [`TAG_ERR`]), then a frame holding
-//!   the response text, or a JSON [`EvalError`](crate::hooks::EvalError).
+//! - worker → pool, per request: one tag byte, then
+//!   - [`TAG_OK`]: a frame holding the response text, then a JSON frame with the files the
+//!     response depends on (`Option<Vec<FileStamp>>`, `null` when it must not be reused);
+//!   - [`TAG_ERR`]: a frame holding a JSON [`EvalError`](crate::hooks::EvalError).
 
 use std::io::{self, Read, Write};
 

@@ -51,13 +51,17 @@ fn serve() -> Result<(), WorkerError> {
             break;
         };
         let result = match serde_json::from_slice::<HookSource>(&header) {
-            Ok(source) => evaluator.evaluate(&source, &request),
+            Ok(source) => evaluator
+                .evaluate(&source, &request)
+                .map(|text| (text, evaluator.dependencies(&source))),
             Err(e) => Err(EvalError::Worker(format!("bad request header: {e}"))),
         };
         match result {
-            Ok(text) => {
+            Ok((text, dependencies)) => {
                 output.write_all(&[TAG_OK])?;
                 wire::write_frame(&mut output, text.as_bytes())?;
+                let dependencies = serde_json::to_vec(&dependencies).unwrap_or_default();
+                wire::write_frame(&mut output, &dependencies)?;
             }
             Err(error) => {
                 let json = serde_json::to_vec(&error).unwrap_or_default();
