@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Benchmark `kubelambda httpd` against its anchor, `kubecfg --alpha httpd` (kubecfg v0.36.0).
 #
-# Both servers serve examples/useless-controller/sync.jsonnet (cwd = that directory, argument
+# kubelambda runs twice: `kubelambda-uncached` (--response-cache 0: every request is evaluated by a
+# worker process, as kubecfg evaluates every request) and `kubelambda` (the defaults: wrk repeats
+# one request, so after the first one it is answered from the response cache, as a controller's
+# resyncs of an unchanged parent are). Both rows and both ratios are reported.
+#
+# The servers serve examples/useless-controller/sync.jsonnet (cwd = that directory, argument
 # `sync.jsonnet`, so the route is POST /sync) on a free loopback port. Before anything is timed,
 # both must answer request.json with the same JSON (compared as parsed JSON with python3). Then each
 # server in turn is started, warmed up, loaded with wrk (POST request.json, Content-Type
@@ -19,7 +24,8 @@
 #   KUBECFG          kubecfg binary (v0.36.0). If unset: ~/.cache/kubelambda-bench/bin/kubecfg,
 #                    then `kubecfg` on PATH. Without it the benchmark reports nothing (exit 2).
 #   KUBELAMBDA       kubelambda binary; if unset, `cargo build --release` and target/release/kubelambda.
-#   SERVERS          which servers to run, in order (default "kubecfg kubelambda"); e.g.
+#   SERVERS          which servers to run, in order (default "kubecfg kubelambda-uncached
+#                    kubelambda"); e.g.
 #                    SERVERS=kubecfg to try the kubecfg half alone (no ratio then).
 #   DURATION         wrk duration of each timed run (default 20s)
 #   WARMUP           wrk duration of the warm-up before each timed run (default 5s)
@@ -29,7 +35,7 @@
 #   KUBECFG_ARGS     extra arguments for `kubecfg --alpha httpd` (default none)
 #   KUBELAMBDA_ARGS  extra arguments for `kubelambda httpd` (default none)
 #   RSS=1            same as --rss
-#   RSS_SERVERS      servers measured in the RSS phase (default "kubelambda")
+#   RSS_SERVERS      servers measured in the RSS phase (default "kubelambda-uncached kubelambda")
 #   RSS_REQUESTS     requests to send in the RSS phase (default 1000000)
 #   RSS_CHUNK        longest single wrk run in the RSS phase, seconds (default 60); RSS is sampled
 #                    after each chunk
@@ -49,7 +55,7 @@ case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
 OUT="${OUT:-$TARGET_DIR/bench/httpd_vs_kubecfg.md}"
 KUBECFG_WANT_VERSION="v0.36.0"
 
-SERVERS="${SERVERS:-kubecfg kubelambda}"
+SERVERS="${SERVERS:-kubecfg kubelambda-uncached kubelambda}"
 DURATION="${DURATION:-20s}"
 WARMUP="${WARMUP:-5s}"
 CONNECTIONS="${CONNECTIONS:-32}"
@@ -58,7 +64,7 @@ WRK_EXTRA="${WRK_EXTRA:-}"
 KUBECFG_ARGS="${KUBECFG_ARGS:-}"
 KUBELAMBDA_ARGS="${KUBELAMBDA_ARGS:-}"
 RSS="${RSS:-0}"
-RSS_SERVERS="${RSS_SERVERS:-kubelambda}"
+RSS_SERVERS="${RSS_SERVERS:-kubelambda-uncached kubelambda}"
 RSS_REQUESTS="${RSS_REQUESTS:-1000000}"
 RSS_CHUNK="${RSS_CHUNK:-60}"
 RSS_MAX_GROWTH="${RSS_MAX_GROWTH:-10}"
@@ -75,7 +81,10 @@ log() { echo "[bench] $*" >&2; }
 die() { echo "httpd_vs_kubecfg: $*" >&2; exit 1; }
 
 for s in $SERVERS; do
-    case "$s" in kubecfg|kubelambda) ;; *) die "SERVERS: unknown server '$s' (kubecfg, kubelambda)" ;; esac
+    case "$s" in
+        kubecfg|kubelambda|kubelambda-uncached) ;;
+        *) die "SERVERS: unknown server '$s' (kubecfg, kubelambda, kubelambda-uncached)" ;;
+    esac
 done
 if [ "$RSS" = 1 ]; then
     for s in $RSS_SERVERS; do
@@ -136,7 +145,7 @@ fi
 WRK_VERSION="$( (wrk -v 2>&1 || true) | head -1 | sed 's/ Copyright.*//')"
 
 KUBELAMBDA_BIN=""
-if wants kubelambda; then
+if wants kubelambda || wants kubelambda-uncached; then
     if [ -n "${KUBELAMBDA:-}" ]; then
         KUBELAMBDA_BIN="$KUBELAMBDA"
     else
@@ -209,6 +218,8 @@ start_server() {
         kubecfg) cmd=("$KUBECFG_BIN" --alpha httpd -l "127.0.0.1:$port" $KUBECFG_ARGS "$HOOK_ARG") ;;
         # shellcheck disable=SC2206
         kubelambda) cmd=("$KUBELAMBDA_BIN" httpd -l "127.0.0.1:$port" $KUBELAMBDA_ARGS "$HOOK_ARG") ;;
+        # shellcheck disable=SC2206
+        kubelambda-uncached) cmd=("$KUBELAMBDA_BIN" httpd -l "127.0.0.1:$port" --response-cache 0 $KUBELAMBDA_ARGS "$HOOK_ARG") ;;
     esac
     log "starting $name: (cd $EXAMPLE_DIR && ${cmd[*]})"
     (cd "$EXAMPLE_DIR" && exec setsid "${cmd[@]}" >>"$WORK/$name.log" 2>&1 </dev/null) &
@@ -354,7 +365,7 @@ CPU_MODEL="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
     echo "- hook: examples/useless-controller/sync.jsonnet, POST $ROUTE with request.json ($(wc -c <"$REQUEST_JSON") bytes)"
     echo "- load: \`$WRK_CMD\` after a $WARMUP warm-up, one server at a time (wrk: $WRK_VERSION)"
     wants kubecfg && echo "- kubecfg: \`$KUBECFG_BIN\` (${KUBECFG_VERSION:-version unknown})${KUBECFG_ARGS:+, args: $KUBECFG_ARGS}"
-    wants kubelambda && echo "- kubelambda: \`$KUBELAMBDA_BIN\` (${KUBELAMBDA_VERSION:-version unknown})${KUBELAMBDA_ARGS:+, args: $KUBELAMBDA_ARGS}"
+    [ -n "$KUBELAMBDA_BIN" ] && echo "- kubelambda: \`$KUBELAMBDA_BIN\` (${KUBELAMBDA_VERSION:-version unknown})${KUBELAMBDA_ARGS:+, args: $KUBELAMBDA_ARGS}; kubelambda-uncached adds \`--response-cache 0\`"
     echo "- same response JSON checked before timing (parsed, python3): $(echo "$SERVERS" | sed 's/ / = /g')"
     echo
     echo "| server | requests/s | p50 | p99 | errors | load before |"
@@ -363,12 +374,18 @@ CPU_MODEL="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)"
         echo "| $s | ${RPS[$s]} | $(ms "${P50[$s]}") | $(ms "${P99[$s]}") | ${ERR[$s]} | ${LOAD[$s]} |"
     done
     echo
-    if wants kubecfg && wants kubelambda; then
-        echo "throughput ratio kubelambda/kubecfg: **$(awk -v a="${RPS[kubelambda]}" -v b="${RPS[kubecfg]}" 'BEGIN { printf "%.2f", a / b }')**;" \
-            "p99 ratio kubelambda/kubecfg: $(awk -v a="${P99[kubelambda]}" -v b="${P99[kubecfg]}" 'BEGIN { printf "%.2f", a / b }')"
-    else
-        echo "throughput ratio kubelambda/kubecfg: n/a (SERVERS=$SERVERS)"
-    fi
+    ratios=0
+    for s in kubelambda-uncached kubelambda; do
+        if wants kubecfg && wants "$s"; then
+            echo "- throughput ratio $s/kubecfg: **$(awk -v a="${RPS[$s]}" -v b="${RPS[kubecfg]}" 'BEGIN { printf "%.2f", a / b }')**;" \
+                "p99 ratio $s/kubecfg: $(awk -v a="${P99[$s]}" -v b="${P99[kubecfg]}" 'BEGIN { printf "%.2f", a / b }')"
+            ratios=1
+        fi
+    done
+    [ "$ratios" = 1 ] || echo "throughput ratio kubelambda/kubecfg: n/a (SERVERS=$SERVERS)"
+    echo
+    echo "kubelambda-uncached evaluates every request (\`--response-cache 0\`); kubelambda runs with its" \
+        "defaults, so the repeated request is answered from its response cache after the first one."
     echo
     echo "errors = wrk's connect + read + write + timeout errors + non-2xx/3xx responses;" \
         "load before = 1-minute load average just before the timed run (other work on the machine skews the numbers)."
