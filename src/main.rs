@@ -34,6 +34,10 @@ enum Command {
         /// Largest request body accepted (bytes, or with KiB/MiB/GiB).
         #[arg(long, default_value = "4MiB", value_parser = size)]
         max_body: u64,
+        /// Threads serving HTTP (default: half the CPUs, at least 1; hooks run in the
+        /// evaluation worker processes, not on these threads).
+        #[arg(long)]
+        http_threads: Option<usize>,
         #[command(flatten)]
         eval: EvalArgs,
         /// Hook files (.jsonnet or .tera).
@@ -165,6 +169,16 @@ where
     F: FnOnce(EvalOptions) -> Fut,
     Fut: std::future::Future<Output = ExitCode>,
 {
+    with_eval_on(eval, None, job)
+}
+
+/// Like [`with_eval`], with `threads` runtime worker threads (`None`: Tokio's default, one per
+/// CPU).
+fn with_eval_on<F, Fut>(eval: EvalArgs, threads: Option<usize>, job: F) -> ExitCode
+where
+    F: FnOnce(EvalOptions) -> Fut,
+    Fut: std::future::Future<Output = ExitCode>,
+{
     let eval = match eval.resolve() {
         Ok(eval) => eval,
         Err(e) => {
@@ -172,10 +186,11 @@ where
             return ExitCode::from(2);
         }
     };
-    match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    if let Some(threads) = threads {
+        runtime.worker_threads(threads.max(1));
+    }
+    match runtime.enable_all().build() {
         Ok(rt) => rt.block_on(job(eval)),
         Err(e) => {
             eprintln!("kubelambda: cannot start the async runtime: {e}");
@@ -198,12 +213,17 @@ fn main() -> ExitCode {
         Command::Httpd {
             listen_addr,
             max_body,
+            http_threads,
             eval,
             files,
-        } => with_eval(eval, |eval| async move {
-            let body_limit = usize::try_from(max_body).unwrap_or(usize::MAX);
-            cli::httpd(&listen_addr, &files, body_limit, &eval).await
-        }),
+        } => with_eval_on(
+            eval,
+            Some(http_threads.unwrap_or_else(cli::default_http_threads)),
+            |eval| async move {
+                let body_limit = usize::try_from(max_body).unwrap_or(usize::MAX);
+                cli::httpd(&listen_addr, &files, body_limit, &eval).await
+            },
+        ),
         Command::Render {
             hook,
             request,

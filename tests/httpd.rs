@@ -533,3 +533,26 @@ async fn traced_evaluations_and_a_disabled_cache_evaluate_every_time() {
         (0, 0)
     );
 }
+
+/// Names of the server's threads that serve HTTP (Tokio's runtime workers).
+fn http_threads_of(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .expect("task list")
+        .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+        .filter(|name| name.trim() == "tokio-rt-worker")
+        .count()
+}
+
+#[tokio::test]
+async fn http_threads_follow_the_flag() {
+    let server = Httpd::start(&example_dir(), &["--http-threads", "3", "sync.jsonnet"]);
+    let (status, body) = post(&server.url("/sync"), example_request()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(http_threads_of(server.pid()), 3);
+
+    let expected = std::thread::available_parallelism().map_or(1, |n| (n.get() / 2).max(1));
+    let default = Httpd::start(&example_dir(), &["sync.jsonnet"]);
+    let (status, body) = post(&default.url("/sync"), example_request()).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(http_threads_of(default.pid()), expected);
+}
