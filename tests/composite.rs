@@ -894,13 +894,26 @@ async fn steady_state_costs_no_writes() {
     h.wait_converged(5).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let metrics = &h.engine().metrics;
-    let (writes, syncs) = (metrics.writes(), metrics.syncs());
+    let cache = || h.config.sandbox.cache_stats().expect("the cache is on");
+    let (writes, syncs, before) = (metrics.writes(), metrics.syncs(), cache());
     tokio::time::sleep(Duration::from_secs(30)).await;
-    let (writes_after, syncs_after) = (metrics.writes(), metrics.syncs());
+    let (writes_after, syncs_after, after) = (metrics.writes(), metrics.syncs(), cache());
     println!(
-        "steady state over 30 s: {} syncs, {} writes",
+        "steady state over 30 s: {} syncs, {} writes, {} hook responses from the cache, {} evaluated",
         syncs_after - syncs,
-        writes_after - writes
+        writes_after - writes,
+        after.hits - before.hits,
+        after.misses - before.misses,
+    );
+    // A resync of an unchanged parent sends the same request, so the hook is not evaluated again.
+    assert_eq!(
+        after.misses, before.misses,
+        "nothing changed, so nothing needed evaluating"
+    );
+    assert!(
+        after.hits - before.hits >= 100,
+        "resyncs are answered from the cache ({} hits)",
+        after.hits - before.hits
     );
     assert!(
         syncs_after - syncs >= 100,
