@@ -152,12 +152,7 @@ async fn serves_the_example_and_answers_every_status() {
 
     let health = reqwest::get(server.url("/healthz")).await.expect("healthz");
     assert_eq!(health.status().as_u16(), 200);
-    let metrics = reqwest::get(server.url("/metrics"))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = metrics_page(&server).await;
     for line in [
         "kubelambda_httpd_requests_total{hook=\"/sync\",code=\"200\"} 1",
         "kubelambda_httpd_requests_total{hook=\"/sync\",code=\"400\"} 1",
@@ -457,13 +452,17 @@ async fn a_client_that_gives_up_does_not_cost_a_worker() {
     );
 }
 
-async fn metric(server: &Httpd, name: &str) -> u64 {
-    let page = reqwest::get(server.url("/metrics"))
+async fn metrics_page(server: &Httpd) -> String {
+    reqwest::get(server.url("/metrics"))
         .await
         .expect("metrics")
         .text()
         .await
-        .expect("metrics text");
+        .expect("metrics text")
+}
+
+async fn metric(server: &Httpd, name: &str) -> u64 {
+    let page = metrics_page(server).await;
     page.lines()
         .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
         .unwrap_or_else(|| panic!("no {name} in\n{page}"))

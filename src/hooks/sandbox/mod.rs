@@ -94,6 +94,7 @@ impl Worker {
         let init = serde_json::to_vec(&WorkerInit {
             options: config.jsonnet.clone(),
             limits: config.limits.clone(),
+            report_dependencies: config.response_cache_bytes > 0,
         })
         .map_err(|e| EvalError::Worker(e.to_string()))?;
         worker

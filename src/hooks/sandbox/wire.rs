@@ -5,7 +5,8 @@
 //! - pool → worker, per request: a JSON [`HookSource`] frame, then the raw request body frame;
 //! - worker → pool, per request: one tag byte, then
 //!   - [`TAG_OK`]: a frame holding the response text, then a JSON frame with the files the
-//!     response depends on (`Option<Vec<FileStamp>>`, `null` when it must not be reused);
+//!     response depends on (`Option<Vec<FileStamp>>`, `null` when it must not be reused or the
+//!     pool keeps no cache);
 //!   - [`TAG_ERR`]: a frame holding a JSON [`EvalError`](crate::hooks::EvalError).
 
 use std::io::{self, Read, Write};
@@ -26,6 +27,9 @@ pub const MAX_FRAME: usize = 1 << 30;
 pub struct WorkerInit {
     pub options: JsonnetOptions,
     pub limits: Limits,
+    /// Whether the pool keeps a response cache. Without one, the dependencies frame is always
+    /// `null`, so an uncached request costs no stamp copy or JSON on either side.
+    pub report_dependencies: bool,
 }
 
 /// Reads one frame; `Ok(None)` on a clean end of stream before the frame starts.

@@ -51,9 +51,13 @@ fn serve() -> Result<(), WorkerError> {
             break;
         };
         let result = match serde_json::from_slice::<HookSource>(&header) {
-            Ok(source) => evaluator
-                .evaluate(&source, &request)
-                .map(|text| (text, evaluator.dependencies(&source))),
+            Ok(source) => evaluator.evaluate(&source, &request).map(|text| {
+                let dependencies = init
+                    .report_dependencies
+                    .then(|| evaluator.dependencies(&source))
+                    .flatten();
+                (text, dependencies)
+            }),
             Err(e) => Err(EvalError::Worker(format!("bad request header: {e}"))),
         };
         match result {
