@@ -271,7 +271,7 @@ pub struct ConfigMapKeyRef {
     }
 ]))]
 pub struct Webhook {
-    /// Full URL of the hook. Takes precedence over service and path.
+    /// Full URL of the hook, http or https. Takes precedence over service and path.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// Per-request timeout as a Go duration ("10s", "500ms", "1m30s"). Default 10s; zero or
@@ -293,7 +293,7 @@ pub struct Webhook {
         skip_serializing_if = "Option::is_none"
     )]
     pub response_unmarshall_mode: Option<ResponseUnmarshallMode>,
-    /// ETag caching of responses, keyed by the parent object.
+    /// ETag caching of responses, keyed by the parent (or decorator target) object.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub etag: Option<WebhookEtagConfig>,
     /// CA certificate(s) that verify the hook server; replaces the system roots. Overrides the
@@ -365,9 +365,47 @@ impl Webhook {
         })
     }
 
+    /// The effective URL, parsed and checked: it must be an absolute `http` or `https` URL
+    /// with a host. The error names the field the URL came from (`{path}.url`, or
+    /// `{path}.service` for a built one), so a typo stops the controller at start instead of
+    /// failing every sync.
+    pub fn parsed_url(&self, path: &str) -> Result<url::Url, ApiError> {
+        let text = self.effective_url(path)?;
+        let field = if self.url.is_some() {
+            format!("{path}.url")
+        } else {
+            format!("{path}.service")
+        };
+        let invalid = |message: String| ApiError::Invalid {
+            path: field.clone(),
+            message,
+        };
+        let parsed = url::Url::parse(&text)
+            .map_err(|e| invalid(format!("{text:?} is not a valid URL: {e}")))?;
+        if !matches!(parsed.scheme(), "http" | "https") {
+            return Err(invalid(format!(
+                "{text:?} has scheme {:?}; only http and https are supported",
+                parsed.scheme()
+            )));
+        }
+        if parsed.host_str().is_none_or(str::is_empty) {
+            return Err(invalid(format!("{text:?} has no host")));
+        }
+        Ok(parsed)
+    }
+
+    /// Whether the webhook sets any connection setting itself. If it does, these settings
+    /// are used as they are and `spec.endpointConfigs` is ignored for it (no field merge).
+    pub fn has_connection_settings(&self) -> bool {
+        self.ca_bundle.is_some()
+            || self.client_tls.is_some()
+            || self.authorization.is_some()
+            || self.basic_auth.is_some()
+    }
+
     /// Checks the URL, the timeout and the connection settings; `path` prefixes errors.
     pub fn validate(&self, path: &str) -> Result<(), ApiError> {
-        self.effective_url(path)?;
+        self.parsed_url(path)?;
         self.timeout(path)?;
         validate_connection(
             path,
@@ -432,22 +470,57 @@ pub enum ResponseUnmarshallMode {
     Strict,
 }
 
-/// Webhook response caching by ETag.
+/// Cache lifetime used when `etag.cacheTimeoutSeconds` is unset, zero or negative.
+pub const DEFAULT_ETAG_CACHE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Sweep interval used when `etag.cacheCleanupSeconds` is unset, zero or negative.
+pub const DEFAULT_ETAG_CACHE_CLEANUP: Duration = Duration::from_secs(300);
+
+/// Webhook response caching by ETag, keyed by the parent (or decorator target) object.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct WebhookEtagConfig {
-    /// Send If-None-Match and accept 304/412 with the cached body.
+    /// Cache 200 responses that carry an ETag, send If-None-Match with the cached tag, and
+    /// take a 304 or 412 answer to mean "the cached body". Default false.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub enabled: Option<bool>,
-    /// How long a cached response stays valid, in seconds.
+    /// How long a cached response stays usable, in seconds. Default 60; zero or negative
+    /// also mean 60.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_timeout_seconds: Option<i32>,
-    /// How often expired cache entries are removed, in seconds.
+    /// Expired entries are removed at most this often, in seconds. Default 300; zero or
+    /// negative also mean 300. Either field may be set without the other.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache_cleanup_seconds: Option<i32>,
 }
 
-/// Where the CA bundle comes from: exactly one of inline, secretRef, configMapRef.
+impl WebhookEtagConfig {
+    /// Whether caching is on.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled == Some(true)
+    }
+
+    /// How long an entry stays usable ([`DEFAULT_ETAG_CACHE_TIMEOUT`] unless positive).
+    pub fn cache_timeout(&self) -> Duration {
+        positive_seconds(self.cache_timeout_seconds).unwrap_or(DEFAULT_ETAG_CACHE_TIMEOUT)
+    }
+
+    /// The minimum time between sweeps of expired entries ([`DEFAULT_ETAG_CACHE_CLEANUP`]
+    /// unless positive).
+    pub fn cache_cleanup(&self) -> Duration {
+        positive_seconds(self.cache_cleanup_seconds).unwrap_or(DEFAULT_ETAG_CACHE_CLEANUP)
+    }
+}
+
+/// `Some(seconds)` for a positive number of seconds.
+fn positive_seconds(seconds: Option<i32>) -> Option<Duration> {
+    let seconds = u64::try_from(seconds?).ok()?;
+    (seconds > 0).then(|| Duration::from_secs(seconds))
+}
+
+/// Where the CA bundle comes from: exactly one of inline, secretRef, configMapRef. The
+/// certificates replace the system roots for that hook (TLS 1.2 or later). A Secret or
+/// ConfigMap is read once, when the controller starts; changing the controller's spec
+/// restarts it and reads them again.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(extend("x-kubernetes-validations" = [{
@@ -539,7 +612,8 @@ pub struct SecretKeyRef {
     pub key: String,
 }
 
-/// Client certificate and key for mutual TLS, read from one Secret.
+/// Client certificate and key for mutual TLS, read from one Secret (PEM) when the controller
+/// starts.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ClientTls {
@@ -567,7 +641,9 @@ impl ClientTls {
     }
 }
 
-/// An Authorization header: `"<type> <secret value>"`.
+/// An Authorization header: `"<type> <secret value>"`, the value trimmed of surrounding
+/// whitespace (Secrets written from files often end in a newline). Read once when the
+/// controller starts.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Authorization {
@@ -586,7 +662,8 @@ impl Authorization {
     }
 }
 
-/// HTTP Basic credentials, read from one Secret.
+/// HTTP Basic credentials, read from one Secret when the controller starts. Both values are
+/// trimmed; a username containing ':' is rejected (it cannot be told from the separator).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct BasicAuth {
@@ -641,6 +718,31 @@ pub struct EndpointConfig {
 }
 
 impl EndpointConfig {
+    /// Whether this entry applies to `url`: hosts compare case-insensitively, and a port that
+    /// is the scheme's default (443 for https, 80 for http) is the same as no port, on either
+    /// side. A host written without a port matches only the default port.
+    pub fn matches(&self, url: &url::Url) -> bool {
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let default_port = match url.scheme() {
+            "https" => Some(443),
+            "http" => Some(80),
+            _ => None,
+        };
+        let wanted = normalize_authority(&self.host, default_port);
+        let actual = match url.port() {
+            Some(port) => format!("{host}:{port}"),
+            None => host.to_string(),
+        };
+        wanted == normalize_authority(&actual, default_port)
+    }
+
+    /// The first entry of `configs` that [matches](Self::matches) `url`, with its index.
+    pub fn find<'a>(configs: &'a [EndpointConfig], url: &url::Url) -> Option<(usize, &'a Self)> {
+        configs.iter().enumerate().find(|(_, c)| c.matches(url))
+    }
+
     /// Checks the TLS/auth one-of rules; `path` (e.g. `spec.endpointConfigs[0]`) prefixes errors.
     pub fn validate(&self, path: &str) -> Result<(), ApiError> {
         validate_connection(
@@ -650,6 +752,21 @@ impl EndpointConfig {
             self.basic_auth.as_ref(),
         )
     }
+}
+
+/// `host[:port]` lower-cased, trimmed, with a trailing `:<default_port>` removed.
+fn normalize_authority(authority: &str, default_port: Option<u16>) -> String {
+    let lower = authority.trim().to_ascii_lowercase();
+    if let Some(port) = default_port {
+        let suffix = format!(":{port}");
+        if let Some(host) = lower.strip_suffix(&suffix)
+            && !host.is_empty()
+            && !host.ends_with(':')
+        {
+            return host.to_string();
+        }
+    }
+    lower
 }
 
 /// Why a duration string was rejected by [`parse_go_duration`].
@@ -1069,6 +1186,119 @@ mod tests {
             error_text(Webhook::default().effective_url("spec.hooks.finalize.webhook")),
             "spec.hooks.finalize.webhook: webhook needs url, or both service and path"
         );
+    }
+
+    #[test]
+    fn urls_must_parse_and_be_http_or_https() {
+        let text = |webhook: &Webhook| error_text(webhook.parsed_url("spec.hooks.sync.webhook"));
+        assert!(
+            text(&webhook_url("ht!tp://"))
+                .starts_with("spec.hooks.sync.webhook.url: \"ht!tp://\" is not a valid URL: "),
+            "{}",
+            text(&webhook_url("ht!tp://"))
+        );
+        assert_eq!(
+            text(&webhook_url("ftp://hooks/sync")),
+            "spec.hooks.sync.webhook.url: \"ftp://hooks/sync\" has scheme \"ftp\"; only http and https are supported"
+        );
+        assert!(
+            text(&webhook_url("http://"))
+                .starts_with("spec.hooks.sync.webhook.url: \"http://\" is not a valid URL"),
+            "{}",
+            text(&webhook_url("http://"))
+        );
+        let service = Webhook {
+            service: Some(ServiceReference {
+                name: "hooks".to_string(),
+                namespace: "ns".to_string(),
+                port: None,
+                protocol: Some("gopher".to_string()),
+            }),
+            path: Some("/sync".to_string()),
+            ..Webhook::default()
+        };
+        assert_eq!(
+            text(&service),
+            "spec.hooks.sync.webhook.service: \"gopher://hooks.ns:80/sync\" has scheme \"gopher\"; only http and https are supported"
+        );
+        let hook = Hook {
+            webhook: Some(webhook_url("ht!tp://")),
+            ..Hook::default()
+        };
+        assert!(
+            error_text(hook.validate("spec.hooks.sync"))
+                .starts_with("spec.hooks.sync.webhook.url: \"ht!tp://\" is not a valid URL"),
+            "validate shares the URL check"
+        );
+        let good = webhook_url("HTTPS://Hooks.Example.com:8443/sync");
+        assert_eq!(
+            good.parsed_url("w").map(|u| u.to_string()).ok().as_deref(),
+            Some("https://hooks.example.com:8443/sync")
+        );
+    }
+
+    #[test]
+    fn endpoint_hosts_match_case_insensitively_with_default_ports() {
+        let config = |host: &str| EndpointConfig {
+            host: host.to_string(),
+            ..EndpointConfig::default()
+        };
+        let url = |text: &str| url::Url::parse(text).expect("valid URL");
+        let cases = [
+            ("hooks.ns", "https://HOOKS.ns/sync", true),
+            ("Hooks.NS", "http://hooks.ns/sync", true),
+            ("hooks.ns:443", "https://hooks.ns/sync", true),
+            ("hooks.ns", "https://hooks.ns:443/sync", true),
+            ("hooks.ns:80", "http://hooks.ns/sync", true),
+            ("hooks.ns:443", "http://hooks.ns/sync", false),
+            ("hooks.ns:80", "https://hooks.ns/sync", false),
+            ("hooks.ns", "https://hooks.ns:8443/sync", false),
+            ("hooks.ns:8443", "https://hooks.ns:8443/sync", true),
+            ("127.0.0.1:9443", "https://127.0.0.1:9443/sync", true),
+            ("other.ns", "https://hooks.ns/sync", false),
+            ("hooks", "https://hooks.ns/sync", false),
+            ("[::1]:443", "https://[::1]/sync", true),
+        ];
+        for (host, target, expected) in cases {
+            assert_eq!(
+                config(host).matches(&url(target)),
+                expected,
+                "{host} vs {target}"
+            );
+        }
+        let configs = [config("a"), config("B:8080"), config("b:8080")];
+        assert_eq!(
+            EndpointConfig::find(&configs, &url("http://b:8080/x")).map(|(i, _)| i),
+            Some(1),
+            "the first matching entry wins"
+        );
+        assert!(EndpointConfig::find(&configs, &url("http://c/x")).is_none());
+    }
+
+    #[test]
+    fn etag_settings_default_independently() {
+        let etag = |timeout, cleanup| WebhookEtagConfig {
+            enabled: Some(true),
+            cache_timeout_seconds: timeout,
+            cache_cleanup_seconds: cleanup,
+        };
+        let only_timeout = etag(Some(5), None);
+        assert_eq!(
+            (only_timeout.cache_timeout(), only_timeout.cache_cleanup()),
+            (Duration::from_secs(5), DEFAULT_ETAG_CACHE_CLEANUP)
+        );
+        let only_cleanup = etag(None, Some(7));
+        assert_eq!(
+            (only_cleanup.cache_timeout(), only_cleanup.cache_cleanup()),
+            (DEFAULT_ETAG_CACHE_TIMEOUT, Duration::from_secs(7))
+        );
+        let silly = etag(Some(0), Some(-3));
+        assert_eq!(
+            (silly.cache_timeout(), silly.cache_cleanup()),
+            (DEFAULT_ETAG_CACHE_TIMEOUT, DEFAULT_ETAG_CACHE_CLEANUP)
+        );
+        assert!(only_timeout.is_enabled());
+        assert!(!WebhookEtagConfig::default().is_enabled());
     }
 
     #[test]

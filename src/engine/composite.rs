@@ -200,16 +200,27 @@ pub async fn start(cc: &CompositeController, shared: &Shared) -> Result<Running,
         .spec
         .sync_hook()
         .map_err(|e| StartError::Spec(e.to_string()))?;
+    let eps = &cc.spec.endpoint_configs;
     let sync_hook = shared
         .hooks
-        .build(sync_spec, "spec.hooks.sync", &name)
+        .build(sync_spec, "spec.hooks.sync", &name, eps)
         .await?;
     let finalize_hook = match &hooks.finalize {
-        Some(h) => Some(shared.hooks.build(h, "spec.hooks.finalize", &name).await?),
+        Some(h) => Some(
+            shared
+                .hooks
+                .build(h, "spec.hooks.finalize", &name, eps)
+                .await?,
+        ),
         None => None,
     };
     let customize_hook = match &hooks.customize {
-        Some(h) => Some(shared.hooks.build(h, "spec.hooks.customize", &name).await?),
+        Some(h) => Some(
+            shared
+                .hooks
+                .build(h, "spec.hooks.customize", &name, eps)
+                .await?,
+        ),
         None => None,
     };
     let child_types = children

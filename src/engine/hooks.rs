@@ -1,17 +1,22 @@
 //! Turns a controller's hook spec into a callable [`Hook`]: inline or file Jsonnet/Tera go to the
-//! sandbox, `configMapRef` is read once when the controller starts, webhooks get an HTTP client.
+//! sandbox, `configMapRef` is read once when the controller starts, webhooks get an HTTP client
+//! with their TLS settings and credentials, also read once when the controller starts
+//! ([`connection`]).
+
+mod connection;
 
 use std::path::PathBuf;
 
-use k8s_openapi::api::core::v1::ConfigMap;
-use kube::{Api, Client};
+use kube::Client;
 
 use crate::api::ApiError;
-use crate::api::{self as spec, HookBackend, HookVersion, ResponseUnmarshallMode};
+use crate::api::{self as spec, EndpointConfig, HookBackend, HookVersion, ResponseUnmarshallMode};
 use crate::hooks::protocol::{DecodeMode, ProtocolVersion};
 use crate::hooks::sandbox::Sandbox;
-use crate::hooks::webhook::Webhook;
+use crate::hooks::webhook::tls::ClientPool;
+use crate::hooks::webhook::{DEFAULT_MAX_RESPONSE_BYTES, EtagSettings, Webhook, WebhookConfig};
 use crate::hooks::{Hook, HookSource};
+use connection::{Connection, ConnectionSpec, Reader};
 
 /// A hook ready to call, with how to read its answers.
 #[derive(Clone)]
@@ -25,20 +30,50 @@ pub struct BuiltHook {
 pub enum HookBuildError {
     #[error(transparent)]
     Spec(#[from] ApiError),
-    #[error("{path}: cannot read ConfigMap {namespace}/{name}: {source}")]
-    ConfigMap {
+    /// A Secret or ConfigMap could not be read (other than not existing).
+    #[error("{path}: cannot read {kind} {namespace}/{name}: {source}")]
+    Read {
         path: String,
+        kind: &'static str,
         namespace: String,
         name: String,
         #[source]
         source: kube::Error,
     },
-    #[error("{path}: ConfigMap {namespace}/{name} has no key {key:?}")]
-    ConfigMapKey {
+    #[error("{path}: {kind} {namespace}/{name} not found")]
+    NotFound {
         path: String,
+        kind: &'static str,
+        namespace: String,
+        name: String,
+    },
+    #[error("{path}: {kind} {namespace}/{name} has no key {key:?}")]
+    MissingKey {
+        path: String,
+        kind: &'static str,
         namespace: String,
         name: String,
         key: String,
+    },
+    /// A value that is there but unusable: a bad PEM, an empty token, a ':' in a user name.
+    #[error("{path}: {kind} {namespace}/{name} key {key:?} {problem}")]
+    BadValue {
+        path: String,
+        kind: &'static str,
+        namespace: String,
+        name: String,
+        key: String,
+        problem: String,
+    },
+    /// An unusable inline value (`caBundle.inline`).
+    #[error("{path}: {problem}")]
+    Inline { path: String, problem: String },
+    /// The HTTP client for the TLS settings at `path` could not be made.
+    #[error("{path}: cannot create the HTTP client: {source}")]
+    Client {
+        path: String,
+        #[source]
+        source: reqwest::Error,
     },
 }
 
@@ -46,7 +81,8 @@ pub enum HookBuildError {
 pub struct HookFactory {
     client: Client,
     sandbox: Sandbox,
-    http: reqwest::Client,
+    clients: ClientPool,
+    max_response_bytes: usize,
 }
 
 fn protocol(version: HookVersion) -> ProtocolVersion {
@@ -62,34 +98,43 @@ enum Code {
 }
 
 impl HookFactory {
+    /// A factory whose webhooks accept responses up to [`DEFAULT_MAX_RESPONSE_BYTES`].
     pub fn new(client: Client, sandbox: Sandbox) -> Self {
         Self {
             client,
             sandbox,
-            http: reqwest::Client::new(),
+            clients: ClientPool::default(),
+            max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
         }
     }
 
-    /// Builds the hook at `path` (e.g. `spec.hooks.sync`) of controller `owner` (for error names).
+    /// Caps webhook response bodies at `bytes`; pass `--max-output`, so a webhook answer is
+    /// bounded like an evaluated hook's.
+    pub fn with_max_response_bytes(mut self, bytes: usize) -> Self {
+        self.max_response_bytes = bytes;
+        self
+    }
+
+    /// Builds the hook at `path` (e.g. `spec.hooks.sync`) of controller `owner` (for error
+    /// names). `endpoint_configs` is the controller's `spec.endpointConfigs`, the connection
+    /// settings of webhooks that set none of their own.
     pub async fn build(
         &self,
         hook: &spec::Hook,
         path: &str,
         owner: &str,
+        endpoint_configs: &[EndpointConfig],
     ) -> Result<BuiltHook, HookBuildError> {
         let version = protocol(hook.version());
         let built = match hook.backend(path)? {
             HookBackend::Webhook(webhook) => {
                 let wpath = format!("{path}.webhook");
-                webhook.validate(&wpath)?;
-                let url = webhook.effective_url(&wpath)?;
-                let timeout = webhook.timeout(&wpath)?;
                 let decode = match webhook.unmarshall_mode(hook.version()) {
                     ResponseUnmarshallMode::Loose => DecodeMode::Loose,
                     ResponseUnmarshallMode::Strict => DecodeMode::Strict,
                 };
                 BuiltHook {
-                    hook: Hook::Webhook(Webhook::new(self.http.clone(), url, Some(timeout))),
+                    hook: Hook::Webhook(self.webhook(webhook, &wpath, endpoint_configs).await?),
                     version,
                     decode,
                 }
@@ -122,6 +167,47 @@ impl HookFactory {
         Ok(built)
     }
 
+    /// The webhook at `path`, with its connection settings resolved.
+    async fn webhook(
+        &self,
+        webhook: &spec::Webhook,
+        path: &str,
+        endpoint_configs: &[EndpointConfig],
+    ) -> Result<Webhook, HookBuildError> {
+        webhook.validate(path)?;
+        let url = webhook.parsed_url(path)?;
+        let (connection, settings_path) =
+            match ConnectionSpec::select(webhook, path, &url, endpoint_configs)? {
+                Some(spec) => (Reader::new(&self.client).resolve(&spec).await?, spec.path),
+                None => (Connection::default(), path.to_string()),
+            };
+        let client =
+            self.clients
+                .client(&connection.tls)
+                .map_err(|source| HookBuildError::Client {
+                    path: settings_path,
+                    source,
+                })?;
+        let etag = webhook
+            .etag
+            .as_ref()
+            .filter(|etag| etag.is_enabled())
+            .map(|etag| EtagSettings {
+                timeout: etag.cache_timeout(),
+                cleanup: etag.cache_cleanup(),
+            });
+        Ok(Webhook::new(
+            client,
+            WebhookConfig {
+                url: webhook.effective_url(path)?,
+                timeout: webhook.timeout(path)?,
+                authorization: connection.authorization,
+                etag,
+                max_response_bytes: self.max_response_bytes,
+            },
+        ))
+    }
+
     fn evaluated(&self, source: HookSource, version: ProtocolVersion) -> BuiltHook {
         BuiltHook {
             hook: Hook::Evaluated {
@@ -146,23 +232,16 @@ impl HookFactory {
             },
             spec::HookSource::File(file) => Code::File(PathBuf::from(file)),
             spec::HookSource::ConfigMap(r) => {
-                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &r.namespace);
-                let cm = api
-                    .get(&r.name)
-                    .await
-                    .map_err(|source| HookBuildError::ConfigMap {
-                        path: path.to_owned(),
-                        namespace: r.namespace.clone(),
-                        name: r.name.clone(),
-                        source,
-                    })?;
-                let text = cm.data.and_then(|mut d| d.remove(&r.key)).ok_or_else(|| {
-                    HookBuildError::ConfigMapKey {
-                        path: path.to_owned(),
-                        namespace: r.namespace.clone(),
-                        name: r.name.clone(),
-                        key: r.key.clone(),
-                    }
+                let bytes = Reader::new(&self.client)
+                    .config_map_key(path, &r.namespace, &r.name, &r.key)
+                    .await?;
+                let text = String::from_utf8(bytes).map_err(|_| HookBuildError::BadValue {
+                    path: path.to_owned(),
+                    kind: "ConfigMap",
+                    namespace: r.namespace.clone(),
+                    name: r.name.clone(),
+                    key: r.key.clone(),
+                    problem: "is not UTF-8 text".to_string(),
                 })?;
                 Code::Inline {
                     name: format!("configmap {}/{} key {}", r.namespace, r.name, r.key),

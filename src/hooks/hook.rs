@@ -17,10 +17,17 @@ pub enum HookError {
 }
 
 impl HookError {
-    /// When the hook asked to be called again later (HTTP 429 with Retry-After).
+    /// When the hook asked to be called again after a definite delay: HTTP 429 with a
+    /// positive Retry-After. A 429 without one (or with 0, or an unreadable or past value)
+    /// gives `None`, so the engine uses its per-key exponential backoff instead of requeueing
+    /// at once; taking "0" literally made a busy hook server get ~110 calls a second.
     pub fn retry_after(&self) -> Option<std::time::Duration> {
         match self {
-            Self::Webhook(WebhookError::TooManyRequests { retry_after }) => Some(*retry_after),
+            Self::Webhook(WebhookError::TooManyRequests { retry_after, .. })
+                if !retry_after.is_zero() =>
+            {
+                Some(*retry_after)
+            }
             _ => None,
         }
     }
