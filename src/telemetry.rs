@@ -1,16 +1,43 @@
-//! Logging setup. Logs go to stderr; `RUST_LOG` (or `--log-level`) picks what is shown. `std.trace`
-//! output is logged at info level, so it is visible with the defaults.
+//! Logging setup. Logs go to stderr, as text or as one JSON object per line; `RUST_LOG` (or
+//! `--log-level`, or Metacontroller's `--zap-log-level`) picks what is shown. `std.trace` output
+//! is logged at info level, so it is visible with the defaults.
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init_logging(default_level: &str) {
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `message`, `target` and the event's
+    /// fields), for log pipelines that parse Metacontroller's zap JSON output.
+    Json,
+}
+
+/// Text logs; `default_filter` applies unless `RUST_LOG` is set.
+pub fn init_logging(default_filter: &str) {
+    init_logging_as(default_filter, LogFormat::Text);
+}
+
+/// Logs in `format`; `default_filter` (an `EnvFilter` directive such as `info` or
+/// `info,kubelambda=debug`) applies unless `RUST_LOG` is set. Only the first call in a process
+/// takes effect.
+pub fn init_logging_as(default_filter: &str, format: LogFormat) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let _ = tracing_subscriber::fmt()
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.with_target(false).try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// Counts the requests kubelambda's Kubernetes client sends, by HTTP verb, so that "no write when
@@ -82,15 +109,22 @@ pub mod api_metrics {
         }
     }
 
-    /// Builds a kube client that reports every request to `metrics`.
-    pub fn client(config: kube::Config, metrics: ApiMetrics) -> Result<kube::Client, kube::Error> {
-        let layer =
+    /// Builds a kube client that reports every request to `metrics` and, when `limit` is given,
+    /// holds requests to that rate (see [`crate::client_limit`]).
+    pub fn client(
+        config: kube::Config,
+        metrics: ApiMetrics,
+        limit: Option<crate::client_limit::RateLimit>,
+    ) -> Result<kube::Client, kube::Error> {
+        let count =
             tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
                 metrics.observe(req.method(), req.uri());
                 req
             });
+        let limit = tower::util::option_layer(limit.map(crate::client_limit::RateLimitLayer::new));
         Ok(kube::client::ClientBuilder::try_from(config)?
-            .with_layer(&layer)
+            .with_layer(&limit)
+            .with_layer(&count)
             .build())
     }
 }
