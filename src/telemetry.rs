@@ -2,6 +2,8 @@
 //! `--log-level`, or Metacontroller's `--zap-log-level`) picks what is shown. `std.trace` output
 //! is logged at info level, so it is visible with the defaults.
 
+use std::io::IsTerminal;
+
 use tracing_subscriber::EnvFilter;
 
 /// How log lines are written.
@@ -30,7 +32,11 @@ pub fn init_logging_as(default_filter: &str, format: LogFormat) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
     let _ = match format {
-        LogFormat::Text => builder.with_target(false).try_init(),
+        // Colours only on a terminal: a container's log collector would keep the escape codes.
+        LogFormat::Text => builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
         LogFormat::Json => builder
             .json()
             .flatten_event(true)
