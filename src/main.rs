@@ -53,6 +53,8 @@ fn main() -> ExitCode {
     };
     let logging = cli.log_settings();
     kubelambda::telemetry::init_logging_as(&logging.filter, logging.format);
+    // SAFETY: only the main thread exists; the async runtime starts below.
+    unsafe { kubelambda::telemetry::export_to_workers(&logging.filter, logging.format) };
     match cli.command {
         Command::Worker => match kubelambda::hooks::sandbox::worker::run() {
             Ok(()) => ExitCode::SUCCESS,

@@ -17,6 +17,30 @@ pub enum LogFormat {
     Json,
 }
 
+/// Environment variables that carry the log level and format (`--log-level`, `--log-format`) to
+/// the hook worker processes, which are started with only their subcommand as argument and log
+/// to the same stderr: `std.trace` output must come out in the same format as the rest.
+pub const LOG_LEVEL_ENV: &str = "KUBELAMBDA_LOG_LEVEL";
+pub const LOG_FORMAT_ENV: &str = "KUBELAMBDA_LOG_FORMAT";
+
+/// Sets [`LOG_LEVEL_ENV`] and [`LOG_FORMAT_ENV`] for the processes this one starts.
+///
+/// # Safety
+///
+/// No other thread may be running (it changes the process environment); call it from `main`
+/// before the async runtime starts.
+pub unsafe fn export_to_workers(filter: &str, format: LogFormat) {
+    let format = match format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    };
+    // SAFETY: the caller guarantees that this process has one thread.
+    unsafe {
+        std::env::set_var(LOG_LEVEL_ENV, filter);
+        std::env::set_var(LOG_FORMAT_ENV, format);
+    }
+}
+
 /// Text logs; `default_filter` applies unless `RUST_LOG` is set.
 pub fn init_logging(default_filter: &str) {
     init_logging_as(default_filter, LogFormat::Text);

@@ -839,6 +839,40 @@ async fn log_format_json_writes_one_object_per_line() {
     assert_eq!(count("kubelambda controller running"), 1, "{logs}");
 }
 
+/// `std.trace` runs in a hook worker process, which inherits the log format: its line is JSON too.
+#[test]
+fn hook_workers_log_in_the_same_json_format() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    std::fs::write(
+        dir.path().join("sync.jsonnet"),
+        "function(request) std.trace('traced by the hook', {children: []})\n",
+    )
+    .expect("write hook");
+    std::fs::write(dir.path().join("request.json"), r#"{"parent": {}}"#).expect("write request");
+    let out = Command::new(BIN)
+        .current_dir(dir.path())
+        .args([
+            "--log-format=json",
+            "render",
+            "sync.jsonnet",
+            "--request",
+            "request.json",
+        ])
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run kubelambda render");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let lines: Vec<Value> = stderr
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l:?}")))
+        .collect();
+    assert_eq!(lines.len(), 1, "{stderr}");
+    let message = lines[0]["message"].as_str().unwrap_or_default();
+    assert!(message.ends_with("traced by the hook"), "{stderr}");
+}
+
 /// The limit sits in the client's stack: a request beyond the burst is held before it is sent
 /// (the client's own request counter does not see it), while an unlimited client goes ahead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

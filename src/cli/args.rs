@@ -36,10 +36,10 @@ const ZAP: &str = "Metacontroller (zap) logging";
 pub struct Cli {
     /// Log level when RUST_LOG is not set: error, warn, info, debug, trace, or a filter such as
     /// `info,kubelambda=debug` [default: info, or what --zap-log-level says]
-    #[arg(long, global = true)]
+    #[arg(long, global = true, env = crate::telemetry::LOG_LEVEL_ENV)]
     pub log_level: Option<String>,
     /// Log format [default: text, or what --zap-encoder says]
-    #[arg(long, global = true, value_enum)]
+    #[arg(long, global = true, value_enum, env = crate::telemetry::LOG_FORMAT_ENV)]
     pub log_format: Option<LogFormatArg>,
     #[command(subcommand)]
     pub command: Command,
