@@ -1,5 +1,9 @@
-//! What the subcommands do once their arguments are parsed: build the sandbox, serve, render.
-//! `main.rs` owns argument parsing and calls these.
+//! What the subcommands do once their arguments are parsed: build the sandbox, serve, render,
+//! run. The command line's shape is in [`args`]; `main.rs` parses it and calls these.
+
+pub mod args;
+pub mod flag_values;
+pub mod goflags;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -169,14 +173,21 @@ pub async fn render(hook: &Path, request: &Path, eval: &EvalOptions) -> ExitCode
 }
 
 /// `kubelambda run` settings, parsed.
+#[derive(Clone, Debug)]
 pub struct RunOptions {
     pub kubeconfig: Option<PathBuf>,
     pub workers: usize,
     pub discovery_interval: std::time::Duration,
+    /// Resync every parent this often (`--cache-flush-interval`); `None`: off.
+    pub cache_flush_interval: Option<std::time::Duration>,
     pub apply: crate::engine::children::ApplyStrategy,
     pub metrics_address: String,
     pub health_address: String,
     pub target_label_selector: Option<String>,
+    /// `--client-go-qps`/`--client-go-burst`; `None`: no client-side limit.
+    pub client_rate_limit: Option<crate::client_limit::RateLimit>,
+    /// Flags accepted for compatibility that change nothing, logged at startup.
+    pub notices: Vec<args::Notice>,
 }
 
 async fn kube_config(path: Option<&Path>) -> Result<kube::Config, String> {
@@ -246,6 +257,20 @@ async fn serve_health(addr: &str) -> Result<(), String> {
 
 /// `kubelambda run`: the controller, until SIGINT or SIGTERM.
 pub async fn run(options: RunOptions, eval: &EvalOptions) -> ExitCode {
+    for notice in &options.notices {
+        if notice.warn {
+            tracing::warn!("{}", notice.message);
+        } else {
+            tracing::info!("{}", notice.message);
+        }
+    }
+    if let Some(limit) = options.client_rate_limit {
+        tracing::info!(
+            "client-side limit on API requests: {} per second, burst {}",
+            limit.qps,
+            limit.burst
+        );
+    }
     let result = async {
         let config = kube_config(options.kubeconfig.as_deref()).await?;
         let sandbox = eval
@@ -256,8 +281,10 @@ pub async fn run(options: RunOptions, eval: &EvalOptions) -> ExitCode {
             crate::engine::EngineConfig {
                 workers: options.workers,
                 discovery_interval: options.discovery_interval,
+                cache_flush_interval: options.cache_flush_interval,
                 apply: options.apply,
                 target_label_selector: options.target_label_selector,
+                client_rate_limit: options.client_rate_limit,
                 sandbox,
             },
         )

@@ -12,6 +12,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 pub mod api;
 pub mod cli;
+pub mod client_limit;
 pub mod engine;
 pub mod gocompat;
 pub mod hooks;

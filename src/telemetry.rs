@@ -1,16 +1,73 @@
-//! Logging setup. Logs go to stderr; `RUST_LOG` (or `--log-level`) picks what is shown. `std.trace`
-//! output is logged at info level, so it is visible with the defaults.
+//! Logging setup. Logs go to stderr, as text or as one JSON object per line; `RUST_LOG` (or
+//! `--log-level`, or Metacontroller's `--zap-log-level`) picks what is shown. `std.trace` output
+//! is logged at info level, so it is visible with the defaults.
+
+use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
 
-pub fn init_logging(default_level: &str) {
+/// How log lines are written.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `message`, `target` and the event's
+    /// fields), for log pipelines that parse Metacontroller's zap JSON output.
+    Json,
+}
+
+/// Environment variables that carry the log level and format (`--log-level`, `--log-format`) to
+/// the hook worker processes, which are started with only their subcommand as argument and log
+/// to the same stderr: `std.trace` output must come out in the same format as the rest.
+pub const LOG_LEVEL_ENV: &str = "KUBELAMBDA_LOG_LEVEL";
+pub const LOG_FORMAT_ENV: &str = "KUBELAMBDA_LOG_FORMAT";
+
+/// Sets [`LOG_LEVEL_ENV`] and [`LOG_FORMAT_ENV`] for the processes this one starts.
+///
+/// # Safety
+///
+/// No other thread may be running (it changes the process environment); call it from `main`
+/// before the async runtime starts.
+pub unsafe fn export_to_workers(filter: &str, format: LogFormat) {
+    let format = match format {
+        LogFormat::Text => "text",
+        LogFormat::Json => "json",
+    };
+    // SAFETY: the caller guarantees that this process has one thread.
+    unsafe {
+        std::env::set_var(LOG_LEVEL_ENV, filter);
+        std::env::set_var(LOG_FORMAT_ENV, format);
+    }
+}
+
+/// Text logs; `default_filter` applies unless `RUST_LOG` is set.
+pub fn init_logging(default_filter: &str) {
+    init_logging_as(default_filter, LogFormat::Text);
+}
+
+/// Logs in `format`; `default_filter` (an `EnvFilter` directive such as `info` or
+/// `info,kubelambda=debug`) applies unless `RUST_LOG` is set. Only the first call in a process
+/// takes effect.
+pub fn init_logging_as(default_filter: &str, format: LogFormat) {
     let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level));
-    let _ = tracing_subscriber::fmt()
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        // Colours only on a terminal: a container's log collector would keep the escape codes.
+        LogFormat::Text => builder
+            .with_target(false)
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+        LogFormat::Json => builder
+            .json()
+            .flatten_event(true)
+            .with_current_span(false)
+            .with_span_list(false)
+            .try_init(),
+    };
 }
 
 /// Counts the requests kubelambda's Kubernetes client sends, by HTTP verb, so that "no write when
@@ -82,15 +139,22 @@ pub mod api_metrics {
         }
     }
 
-    /// Builds a kube client that reports every request to `metrics`.
-    pub fn client(config: kube::Config, metrics: ApiMetrics) -> Result<kube::Client, kube::Error> {
-        let layer =
+    /// Builds a kube client that reports every request to `metrics` and, when `limit` is given,
+    /// holds requests to that rate (see [`crate::client_limit`]).
+    pub fn client(
+        config: kube::Config,
+        metrics: ApiMetrics,
+        limit: Option<crate::client_limit::RateLimit>,
+    ) -> Result<kube::Client, kube::Error> {
+        let count =
             tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
                 metrics.observe(req.method(), req.uri());
                 req
             });
+        let limit = tower::util::option_layer(limit.map(crate::client_limit::RateLimitLayer::new));
         Ok(kube::client::ClientBuilder::try_from(config)?
-            .with_layer(&layer)
+            .with_layer(&limit)
+            .with_layer(&count)
             .build())
     }
 }

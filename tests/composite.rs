@@ -105,8 +105,10 @@ impl Harness {
         let config = EngineConfig {
             workers: 4,
             discovery_interval: Duration::from_secs(2),
+            cache_flush_interval: None,
             apply,
             target_label_selector: Some(format!("kubelambda-test={label}")),
+            client_rate_limit: None,
             sandbox: sandbox(),
         };
         let kube_config = env.config().await;

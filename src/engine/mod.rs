@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use kube::Client;
 
+use crate::client_limit::RateLimit;
 use crate::hooks::sandbox::Sandbox;
 use crate::telemetry::api_metrics::{self, ApiMetrics};
 use children::ApplyStrategy;
@@ -35,8 +36,13 @@ use informer::InformerFactory;
 pub struct EngineConfig {
     pub workers: usize,
     pub discovery_interval: Duration,
+    /// Enqueue every parent of every controller this often (`--cache-flush-interval`);
+    /// `None`: only on changes and the controller's own resync period.
+    pub cache_flush_interval: Option<Duration>,
     pub apply: ApplyStrategy,
     pub target_label_selector: Option<String>,
+    /// Client-side limit on API requests (`--client-go-qps`); `None`: no limit.
+    pub client_rate_limit: Option<RateLimit>,
     pub sandbox: Sandbox,
 }
 
@@ -50,6 +56,8 @@ pub struct Shared {
     pub recorder: Arc<events::EventRecorder>,
     pub apply: ApplyStrategy,
     pub workers: usize,
+    /// [`EngineConfig::cache_flush_interval`], for each controller to resync its parents on.
+    pub cache_flush_interval: Option<Duration>,
     pub metrics: ApiMetrics,
 }
 
@@ -67,11 +75,11 @@ impl Drop for Engine {
 }
 
 impl Engine {
-    /// Connects with `kube_config` (its requests counted in [`Engine::metrics`]) and starts
-    /// watching CompositeControllers.
+    /// Connects with `kube_config` (its requests counted in [`Engine::metrics`], and held to
+    /// [`EngineConfig::client_rate_limit`]) and starts watching CompositeControllers.
     pub fn start(kube_config: kube::Config, config: EngineConfig) -> Result<Self, kube::Error> {
         let metrics = ApiMetrics::default();
-        let client = api_metrics::client(kube_config, metrics.clone())?;
+        let client = api_metrics::client(kube_config, metrics.clone(), config.client_rate_limit)?;
         let shared = Shared {
             discovery: Arc::new(Discovery::new(client.clone(), config.discovery_interval)),
             informers: InformerFactory::new(client.clone()),
@@ -79,6 +87,7 @@ impl Engine {
             recorder: Arc::new(events::EventRecorder::new(client.clone())),
             apply: config.apply.clone(),
             workers: config.workers,
+            cache_flush_interval: config.cache_flush_interval,
             metrics: metrics.clone(),
             client,
         };
