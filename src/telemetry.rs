@@ -89,6 +89,7 @@ pub mod api_metrics {
     #[derive(Clone, Default)]
     pub struct ApiMetrics {
         writes: Arc<AtomicU64>,
+        event_writes: Arc<AtomicU64>,
         syncs: Arc<AtomicU64>,
         requests: Family<VerbLabels, Counter>,
     }
@@ -111,7 +112,13 @@ pub mod api_metrics {
             self.syncs.fetch_add(1, Ordering::Relaxed);
         }
 
-        /// Creates, updates, patches and deletes sent so far.
+        /// Events created or updated so far (not counted in [`ApiMetrics::writes`]: an event is
+        /// a report about an object, not a change to it).
+        pub fn event_writes(&self) -> u64 {
+            self.event_writes.load(Ordering::Relaxed)
+        }
+
+        /// Creates, updates, patches and deletes of objects (events excepted) sent so far.
         pub fn writes(&self) -> u64 {
             self.writes.load(Ordering::Relaxed)
         }
@@ -129,7 +136,11 @@ pub mod api_metrics {
                 _ => "other",
             };
             if matches!(verb, "create" | "update" | "patch" | "delete") {
-                self.writes.fetch_add(1, Ordering::Relaxed);
+                if uri.path().starts_with("/apis/events.k8s.io/") {
+                    self.event_writes.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    self.writes.fetch_add(1, Ordering::Relaxed);
+                }
             }
             self.requests
                 .get_or_create(&VerbLabels {

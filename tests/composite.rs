@@ -14,272 +14,10 @@ use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
+use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
 use kubelambda::engine::children::ApplyStrategy;
-use kubelambda::engine::{Engine, EngineConfig};
-use kubelambda::hooks::Limits;
-use kubelambda::hooks::jsonnet::JsonnetOptions;
-use kubelambda::hooks::sandbox::{DEFAULT_RESPONSE_CACHE_BYTES, Sandbox, SandboxConfig};
 use serde_json::{Value, json};
-
-const BIN: &str = env!("CARGO_BIN_EXE_kubelambda");
-
-fn root() -> std::path::PathBuf {
-    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// A parent type for tests: any spec, status subresource.
-fn test_parent_crd() -> Value {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "testparents.test.kubelambda.io"},
-        "spec": {
-            "group": "test.kubelambda.io",
-            "scope": "Namespaced",
-            "names": {"kind": "TestParent", "plural": "testparents", "singular": "testparent"},
-            "versions": [{
-                "name": "v1", "served": true, "storage": true,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
-            }]
-        }
-    })
-}
-
-fn parent_ar() -> ApiResource {
-    ApiResource {
-        group: "test.kubelambda.io".into(),
-        version: "v1".into(),
-        api_version: "test.kubelambda.io/v1".into(),
-        kind: "TestParent".into(),
-        plural: "testparents".into(),
-    }
-}
-
-struct Harness {
-    client: Client,
-    engine: Option<Engine>,
-    ns: String,
-    /// Ties this test's controllers and parents together, so parallel tests do not meet.
-    label: String,
-    config: EngineConfig,
-    kube_config: kube::Config,
-}
-
-fn sandbox() -> Sandbox {
-    Sandbox::new(SandboxConfig {
-        program: BIN.into(),
-        workers: 2,
-        limits: Limits::default(),
-        jsonnet: JsonnetOptions::default(),
-        response_cache_bytes: DEFAULT_RESPONSE_CACHE_BYTES,
-    })
-}
-
-impl Harness {
-    async fn new(test: &str) -> Self {
-        Self::with_strategy(
-            test,
-            ApplyStrategy::ServerSide {
-                field_manager: "kubelambda".into(),
-            },
-        )
-        .await
-    }
-
-    async fn with_strategy(test: &str, apply: ApplyStrategy) -> Self {
-        kubelambda::telemetry::init_logging("kubelambda=info");
-        let env = TestEnv::shared();
-        let client = env.client().await;
-        create_crd(&client, test_parent_crd()).await;
-        let useless: Value = serde_yaml::from_str(
-            &std::fs::read_to_string(root().join("examples/useless-controller/crd.yaml"))
-                .expect("crd.yaml"),
-        )
-        .expect("crd yaml");
-        create_crd(&client, useless).await;
-        let ns = create_namespace(&client, test).await;
-        let label = ns.clone();
-        let config = EngineConfig {
-            workers: 4,
-            discovery_interval: Duration::from_secs(2),
-            cache_flush_interval: None,
-            apply,
-            target_label_selector: Some(format!("kubelambda-test={label}")),
-            client_rate_limit: None,
-            sandbox: sandbox(),
-        };
-        let kube_config = env.config().await;
-        let engine = Engine::start(kube_config.clone(), config.clone()).expect("engine starts");
-        Self {
-            client,
-            engine: Some(engine),
-            ns,
-            label,
-            config,
-            kube_config,
-        }
-    }
-
-    fn engine(&self) -> &Engine {
-        self.engine.as_ref().expect("engine running")
-    }
-
-    fn restart(&mut self) {
-        self.engine = None;
-        self.engine = Some(
-            Engine::start(self.kube_config.clone(), self.config.clone()).expect("engine restarts"),
-        );
-    }
-
-    fn parents(&self) -> Api<DynamicObject> {
-        Api::namespaced_with(self.client.clone(), &self.ns, &parent_ar())
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-        K::DynamicType: Default,
-    {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
-    /// Creates a CompositeController (its name made unique) for TestParents labelled for this test.
-    async fn controller(&self, name: &str, mut spec: Value) -> String {
-        let name = format!("{name}-{}", self.label);
-        spec["parentResource"] = json!({
-            "apiVersion": "test.kubelambda.io/v1",
-            "resource": "testparents",
-            "labelSelector": {"matchLabels": {"kubelambda-test": self.label}},
-        });
-        let cc = json!({
-            "apiVersion": "metacontroller.k8s.io/v1alpha1",
-            "kind": "CompositeController",
-            "metadata": {"name": name, "labels": {"kubelambda-test": self.label}},
-            "spec": spec,
-        });
-        create_cc(&self.client, cc).await;
-        name
-    }
-
-    async fn parent(&self, name: &str, spec: Value) -> DynamicObject {
-        let obj: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "test.kubelambda.io/v1",
-            "kind": "TestParent",
-            "metadata": {"name": name, "labels": {"kubelambda-test": self.label}},
-            "spec": spec,
-        }))
-        .expect("parent");
-        self.parents()
-            .create(&PostParams::default(), &obj)
-            .await
-            .expect("create parent")
-    }
-
-    async fn patch_parent(&self, name: &str, spec: Value) {
-        self.parents()
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({"spec": spec})),
-            )
-            .await
-            .expect("patch parent");
-    }
-
-    async fn configmap(&self, name: &str) -> ConfigMap {
-        let api: Api<ConfigMap> = self.api();
-        wait_until(&format!("ConfigMap {name}"), || {
-            let api = api.clone();
-            let name = name.to_owned();
-            async move { api.get_opt(&name).await.ok().flatten() }
-        })
-        .await
-    }
-
-    /// Waits until `n` parents report `status.children == 1` (the ConfigMap hook's status).
-    async fn wait_converged(&self, n: usize) {
-        let parents = self.parents();
-        wait_until(
-            &format!("{n} parents with one child in their status"),
-            || {
-                let parents = parents.clone();
-                async move {
-                    let list = parents.list(&Default::default()).await.ok()?;
-                    let done = list
-                        .items
-                        .iter()
-                        .filter(|p| p.data.pointer("/status/children") == Some(&json!(1)))
-                        .count();
-                    (done == n).then_some(())
-                }
-            },
-        )
-        .await
-    }
-
-    /// Waits for a Warning event on `object` whose message contains `text`.
-    async fn warning(&self, object: &str, text: &str) -> String {
-        let events: Api<K8sEvent> = self.api();
-        wait_until(
-            &format!("a Warning event on {object} containing {text:?}"),
-            || {
-                let events = events.clone();
-                let (object, text) = (object.to_owned(), text.to_owned());
-                async move {
-                    let list = events.list(&Default::default()).await.ok()?;
-                    list.items.into_iter().find_map(|e| {
-                        let note = e.note.clone().unwrap_or_default();
-                        (e.type_.as_deref() == Some("Warning")
-                            && e.regarding.as_ref().and_then(|r| r.name.as_deref())
-                                == Some(object.as_str())
-                            && note.contains(&text))
-                        .then_some(note)
-                    })
-                }
-            },
-        )
-        .await
-    }
-}
-
-fn cc_ar() -> ApiResource {
-    ApiResource {
-        group: "metacontroller.k8s.io".into(),
-        version: "v1alpha1".into(),
-        api_version: "metacontroller.k8s.io/v1alpha1".into(),
-        kind: "CompositeController".into(),
-        plural: "compositecontrollers".into(),
-    }
-}
-
-async fn create_cc(client: &Client, cc: Value) {
-    let ar = cc_ar();
-    let crds: Vec<Value> = kubelambda::api::crds()
-        .into_iter()
-        .map(|c| serde_json::to_value(c).expect("crd json"))
-        .collect();
-    for crd in crds {
-        create_crd(client, crd).await;
-    }
-    let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
-    let obj: DynamicObject = serde_json::from_value(cc).expect("cc");
-    api.create(&PostParams::default(), &obj)
-        .await
-        .expect("create CompositeController");
-}
-
-fn owner_uid(obj: &impl ResourceExt) -> Option<String> {
-    obj.owner_references()
-        .iter()
-        .find(|r| r.controller == Some(true))
-        .map(|r| r.uid.clone())
-}
 
 /// A ConfigMap child per parent, named by `spec.name`, data from `spec.data`.
 const CONFIGMAP_HOOK: &str = r#"
@@ -581,6 +319,7 @@ function(request)
       else if mode == 'undeclared' then [{ apiVersion: 'v1', kind: 'Secret', metadata: { name: 's' } }]
       else if mode == 'wrongns' then [{ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'y', namespace: 'kube-system' } }]
       else if mode == 'mismatch' then [{ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'z', labels: { 'controller-uid': 'someone-else' } } }]
+      else if mode == 'cluster' then [{ apiVersion: 'rbac.authorization.k8s.io/v1', kind: 'ClusterRole', metadata: { name: 'kubelambda-failsafe-' + request.parent.metadata.namespace } }]
       else []
     ),
   }
@@ -589,7 +328,10 @@ function(request)
         "failsafe",
         json!({
             "generateSelector": true,
-            "childResources": [{"apiVersion": "v1", "resource": "configmaps", "updateStrategy": {"method": "InPlace"}}],
+            "childResources": [
+                {"apiVersion": "v1", "resource": "configmaps", "updateStrategy": {"method": "InPlace"}},
+                {"apiVersion": "rbac.authorization.k8s.io/v1", "resource": "clusterroles"},
+            ],
             "hooks": {"sync": {"jsonnet": {"source": hook}}},
         }),
     )
@@ -607,8 +349,13 @@ function(request)
             "metadata.namespace is \"kube-system\", but children must be in the parent's namespace",
         ),
         ("mismatch", "do not match the parent's selector"),
+        (
+            "cluster",
+            "ClusterRole is cluster-scoped, but children must be in the parent's namespace",
+        ),
         ("fail", "the hook gave up"),
     ];
+    let roles: Api<k8s_openapi::api::rbac::v1::ClusterRole> = Api::all(h.client.clone());
     let cms: Api<ConfigMap> = h.api();
     for (mode, text) in cases {
         h.patch_parent("f1", json!({"mode": mode})).await;
@@ -622,7 +369,27 @@ function(request)
                 "{mode}: nothing created"
             );
         }
+        let role = format!("kubelambda-failsafe-{}", h.ns);
+        assert!(
+            roles.get_opt(&role).await.expect("get").is_none(),
+            "{mode}: no cluster-scoped child"
+        );
     }
+    // The hook keeps failing with the same error: retried with growing backoff, and the repeats
+    // fold into the event series already written instead of one write each.
+    h.parent("f2", json!({"mode": "fail"})).await;
+    h.warning("f2", "the hook gave up").await;
+    let metrics = &h.engine().metrics;
+    let (events, syncs) = (metrics.event_writes(), metrics.syncs());
+    wait_until("six more failed syncs", || async {
+        (metrics.syncs() >= syncs + 6).then_some(())
+    })
+    .await;
+    assert_eq!(
+        metrics.event_writes(),
+        events,
+        "repeated identical errors are aggregated"
+    );
     let note = h.warning("f1", "the hook gave up").await;
     assert!(
         note.contains("f1") || note.contains("spec.hooks.sync"),

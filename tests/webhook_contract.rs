@@ -23,14 +23,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use common::*;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::api::events::v1::Event as K8sEvent;
-use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams};
-use kube::{Client, ResourceExt};
-use kubelambda::engine::children::ApplyStrategy;
-use kubelambda::engine::{Engine, EngineConfig};
-use kubelambda::hooks::Limits;
-use kubelambda::hooks::jsonnet::JsonnetOptions;
-use kubelambda::hooks::sandbox::{DEFAULT_RESPONSE_CACHE_BYTES, Sandbox, SandboxConfig};
+use kube::ResourceExt;
+use kube::api::{Api, DynamicObject, PostParams};
 use serde_json::{Value, json};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -38,113 +32,23 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls;
 use tokio_rustls::server::TlsStream;
 
-const BIN: &str = env!("CARGO_BIN_EXE_kubelambda");
-
 // ---------------------------------------------------------------------------------------------
-// Harness: the minimal parts of tests/composite.rs's.
+// The shared engine harness (tests/common/harness.rs), with what these tests add to it.
 
-fn test_parent_crd() -> Value {
-    json!({
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {"name": "testparents.test.kubelambda.io"},
-        "spec": {
-            "group": "test.kubelambda.io",
-            "scope": "Namespaced",
-            "names": {"kind": "TestParent", "plural": "testparents", "singular": "testparent"},
-            "versions": [{
-                "name": "v1", "served": true, "storage": true,
-                "subresources": {"status": {}},
-                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}
-            }]
-        }
-    })
+trait WebhookHarness {
+    async fn webhook_controller(&self, webhook: Value, extra: Value) -> String;
+    async fn webhook_parent(&self, name: &str);
+    async fn child(&self, parent: &str) -> ConfigMap;
+    async fn has_child(&self, parent: &str) -> bool;
+    async fn secret(&self, name: &str, data: &[(&str, &str)]);
+    async fn config_map(&self, name: &str, data: &[(&str, &str)]);
 }
 
-fn parent_ar() -> ApiResource {
-    ApiResource {
-        group: "test.kubelambda.io".into(),
-        version: "v1".into(),
-        api_version: "test.kubelambda.io/v1".into(),
-        kind: "TestParent".into(),
-        plural: "testparents".into(),
-    }
-}
-
-fn cc_ar() -> ApiResource {
-    ApiResource {
-        group: "metacontroller.k8s.io".into(),
-        version: "v1alpha1".into(),
-        api_version: "metacontroller.k8s.io/v1alpha1".into(),
-        kind: "CompositeController".into(),
-        plural: "compositecontrollers".into(),
-    }
-}
-
-struct Harness {
-    client: Client,
-    _engine: Engine,
-    ns: String,
-    /// Ties this test's controller and parents together, so parallel tests do not meet.
-    label: String,
-}
-
-impl Harness {
-    async fn new(test: &str) -> Self {
-        kubelambda::telemetry::init_logging("kubelambda=info");
-        let env = TestEnv::shared();
-        let client = env.client().await;
-        create_crd(&client, test_parent_crd()).await;
-        for crd in kubelambda::api::crds() {
-            create_crd(&client, serde_json::to_value(crd).expect("crd json")).await;
-        }
-        let ns = create_namespace(&client, test).await;
-        let label = ns.clone();
-        let config = EngineConfig {
-            workers: 2,
-            discovery_interval: Duration::from_secs(2),
-            apply: ApplyStrategy::ServerSide {
-                field_manager: "kubelambda".into(),
-            },
-            target_label_selector: Some(format!("kubelambda-test={label}")),
-            sandbox: Sandbox::new(SandboxConfig {
-                program: BIN.into(),
-                workers: 1,
-                limits: Limits::default(),
-                jsonnet: JsonnetOptions::default(),
-                response_cache_bytes: DEFAULT_RESPONSE_CACHE_BYTES,
-            }),
-        };
-        let engine = Engine::start(env.config().await, config).expect("engine starts");
-        Self {
-            client,
-            _engine: engine,
-            ns,
-            label,
-        }
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-        K::DynamicType: Default,
-    {
-        Api::namespaced(self.client.clone(), &self.ns)
-    }
-
+impl WebhookHarness for Harness {
     /// Creates a CompositeController (name made unique) whose sync hook is `webhook`, owning
     /// ConfigMaps, for TestParents labelled for this test. Returns its name.
-    async fn controller(&self, webhook: Value, extra: Value) -> String {
-        let name = format!("wh-{}", self.label);
+    async fn webhook_controller(&self, webhook: Value, extra: Value) -> String {
         let mut spec = json!({
-            "parentResource": {
-                "apiVersion": "test.kubelambda.io/v1",
-                "resource": "testparents",
-                "labelSelector": {"matchLabels": {"kubelambda-test": self.label}},
-            },
             "generateSelector": true,
             "childResources": [{"apiVersion": "v1", "resource": "configmaps"}],
             "hooks": {"sync": {"webhook": webhook}},
@@ -152,21 +56,10 @@ impl Harness {
         if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
             spec.extend(extra.clone());
         }
-        let cc: DynamicObject = serde_json::from_value(json!({
-            "apiVersion": "metacontroller.k8s.io/v1alpha1",
-            "kind": "CompositeController",
-            "metadata": {"name": name, "labels": {"kubelambda-test": self.label}},
-            "spec": spec,
-        }))
-        .expect("cc");
-        Api::<DynamicObject>::all_with(self.client.clone(), &cc_ar())
-            .create(&PostParams::default(), &cc)
-            .await
-            .expect("create CompositeController");
-        name
+        self.controller("wh", spec).await
     }
 
-    async fn parent(&self, name: &str) {
+    async fn webhook_parent(&self, name: &str) {
         let obj: DynamicObject = serde_json::from_value(json!({
             "apiVersion": "test.kubelambda.io/v1",
             "kind": "TestParent",
@@ -174,21 +67,10 @@ impl Harness {
             "spec": {"generation": 1},
         }))
         .expect("parent");
-        Api::<DynamicObject>::namespaced_with(self.client.clone(), &self.ns, &parent_ar())
+        Api::<DynamicObject>::namespaced_with(self.client.clone(), &self.ns, &common::parent_ar())
             .create(&PostParams::default(), &obj)
             .await
             .expect("create parent");
-    }
-
-    async fn patch_parent(&self, name: &str, spec: Value) {
-        Api::<DynamicObject>::namespaced_with(self.client.clone(), &self.ns, &parent_ar())
-            .patch(
-                name,
-                &PatchParams::default(),
-                &Patch::Merge(&json!({ "spec": spec })),
-            )
-            .await
-            .expect("patch parent");
     }
 
     /// Waits for the child ConfigMap of parent `parent`.
@@ -208,35 +90,6 @@ impl Harness {
             .await
             .expect("get ConfigMap")
             .is_some()
-    }
-
-    /// Waits for a Warning event on object `name` in `namespace` whose message contains `text`.
-    async fn warning_in(&self, namespace: &str, name: &str, text: &str) -> String {
-        let events: Api<K8sEvent> = Api::namespaced(self.client.clone(), namespace);
-        wait_until(
-            &format!("a Warning event on {name} containing {text:?}"),
-            || {
-                let events = events.clone();
-                let (name, text) = (name.to_owned(), text.to_owned());
-                async move {
-                    let list = events.list(&Default::default()).await.ok()?;
-                    list.items.into_iter().find_map(|e| {
-                        let note = e.note.clone().unwrap_or_default();
-                        (e.type_.as_deref() == Some("Warning")
-                            && e.regarding.as_ref().and_then(|r| r.name.as_deref())
-                                == Some(name.as_str())
-                            && note.contains(&text))
-                        .then_some(note)
-                    })
-                }
-            },
-        )
-        .await
-    }
-
-    /// A Warning event on parent `parent` containing `text`.
-    async fn warning(&self, parent: &str, text: &str) -> String {
-        self.warning_in(&self.ns, parent, text).await
     }
 
     /// A Secret in this test's namespace.
@@ -543,12 +396,12 @@ async fn ca_bundle_inline_verifies_the_hook_server() {
     let h = Harness::new("wh-ca-inline").await;
     let ca = TestCa::new("hooks CA");
     let server = https_hook(HookState::default(), &ca.server(), None).await;
-    h.controller(
+    h.webhook_controller(
         json!({"url": server.url(), "caBundle": {"inline": ca.pem()}}),
         json!({}),
     )
     .await;
-    h.parent("p1").await;
+    h.webhook_parent("p1").await;
     let child = h.child("p1").await;
     assert_eq!(
         child.data.and_then(|d| d.get("parent").cloned()).as_deref(),
@@ -562,12 +415,12 @@ async fn ca_bundle_from_a_secret() {
     let ca = TestCa::new("hooks CA");
     let server = https_hook(HookState::default(), &ca.server(), None).await;
     h.secret("hook-ca", &[("ca.crt", &ca.pem())]).await;
-    h.controller(
+    h.webhook_controller(
         json!({"url": server.url(), "caBundle": {"secretRef": {"name": "hook-ca", "namespace": h.ns}}}),
         json!({}),
     )
     .await;
-    h.parent("p1").await;
+    h.webhook_parent("p1").await;
     h.child("p1").await;
 }
 
@@ -579,12 +432,12 @@ async fn ca_bundle_from_a_config_map_with_its_own_key() {
     // A bundle of two CAs: the hook's is the second.
     let bundle = format!("{}{}", TestCa::new("unrelated CA").pem(), ca.pem());
     h.config_map("hook-ca", &[("bundle.pem", &bundle)]).await;
-    h.controller(
+    h.webhook_controller(
         json!({"url": server.url(), "caBundle": {"configMapRef": {"name": "hook-ca", "namespace": h.ns, "key": "bundle.pem"}}}),
         json!({}),
     )
     .await;
-    h.parent("p1").await;
+    h.webhook_parent("p1").await;
     h.child("p1").await;
 }
 
@@ -594,12 +447,12 @@ async fn a_wrong_ca_is_a_tls_error_event_and_no_child() {
     let ca = TestCa::new("hooks CA");
     let mut server = https_hook(HookState::default(), &ca.server(), None).await;
     let other = TestCa::new("some other CA");
-    h.controller(
+    h.webhook_controller(
         json!({"url": server.url(), "caBundle": {"inline": other.pem()}}),
         json!({}),
     )
     .await;
-    h.parent("p1").await;
+    h.webhook_parent("p1").await;
     let note = h
         .warning(
             "p1",
@@ -630,7 +483,7 @@ async fn mutual_tls_presents_the_client_certificate_from_a_secret() {
         ],
     )
     .await;
-    h.controller(
+    h.webhook_controller(
         json!({
             "url": server.url(),
             "caBundle": {"secretRef": {"name": "hook-client", "namespace": h.ns}},
@@ -643,7 +496,7 @@ async fn mutual_tls_presents_the_client_certificate_from_a_secret() {
         json!({}),
     )
     .await;
-    h.parent("p1").await;
+    h.webhook_parent("p1").await;
     h.child("p1").await;
 }
 
@@ -660,7 +513,7 @@ async fn bearer_token_from_a_secret_is_sent_trimmed() {
     };
     let server = https_hook(state, &ca.server(), None).await;
     h.secret("hook-token", &[("token", "s3cret\n")]).await;
-    h.controller(
+    h.webhook_controller(
         json!({
             "url": server.url(),
             "caBundle": {"inline": ca.pem()},
@@ -669,7 +522,7 @@ async fn bearer_token_from_a_secret_is_sent_trimmed() {
         json!({}),
     )
     .await;
-    h.parent("p1").await;
+    h.webhook_parent("p1").await;
     h.child("p1").await;
     assert_eq!(server.state.unauthorized.load(Ordering::SeqCst), 0);
 }
@@ -684,7 +537,7 @@ async fn a_wrong_bearer_token_gets_401_an_event_and_no_child() {
     };
     let server = https_hook(state, &ca.server(), None).await;
     h.secret("hook-token", &[("token", "guess")]).await;
-    h.controller(
+    h.webhook_controller(
         json!({
             "url": server.url(),
             "caBundle": {"inline": ca.pem()},
@@ -693,7 +546,7 @@ async fn a_wrong_bearer_token_gets_401_an_event_and_no_child() {
         json!({}),
     )
     .await;
-    h.parent("p1").await;
+    h.webhook_parent("p1").await;
     let note = h.warning("p1", "unsupported status code 401").await;
     assert!(note.contains("wrong or missing credentials"), "{note}");
     assert!(server.state.unauthorized.load(Ordering::SeqCst) > 0);
@@ -714,7 +567,7 @@ async fn basic_auth_from_a_secret() {
         &[("user", "kubelambda\n"), ("password", "pa:ss")],
     )
     .await;
-    h.controller(
+    h.webhook_controller(
         json!({
             "url": server.url(),
             "caBundle": {"inline": ca.pem()},
@@ -723,7 +576,7 @@ async fn basic_auth_from_a_secret() {
         json!({}),
     )
     .await;
-    h.parent("p1").await;
+    h.webhook_parent("p1").await;
     h.child("p1").await;
     assert_eq!(server.state.unauthorized.load(Ordering::SeqCst), 0);
 }
@@ -750,12 +603,12 @@ async fn endpoint_configs_supply_the_ca_and_credentials_for_their_host() {
     matching["host"] = json!(format!("127.0.0.1:{}", server.addr.port()));
     // An entry for another port comes first and must not be used (it has no CA).
     let other = json!({"host": "127.0.0.1:1", "authorization": {"secretRef": {"name": "nope", "namespace": h.ns, "key": "x"}}});
-    h.controller(
+    h.webhook_controller(
         json!({"url": server.url()}),
         json!({"endpointConfigs": [other, matching]}),
     )
     .await;
-    h.parent("p1").await;
+    h.webhook_parent("p1").await;
     h.child("p1").await;
     assert_eq!(server.state.unauthorized.load(Ordering::SeqCst), 0);
 }
@@ -764,7 +617,7 @@ async fn endpoint_configs_supply_the_ca_and_credentials_for_their_host() {
 async fn a_missing_secret_stops_the_controller_naming_the_field_and_the_secret() {
     let h = Harness::new("wh-no-secret").await;
     let name = h
-        .controller(
+        .webhook_controller(
             json!({
                 "url": "https://127.0.0.1:1/sync",
                 "authorization": {"secretRef": {"name": "absent", "namespace": h.ns, "key": "token"}},
@@ -788,7 +641,9 @@ async fn a_missing_secret_stops_the_controller_naming_the_field_and_the_secret()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unparsable_url_is_refused_when_the_controller_starts() {
     let h = Harness::new("wh-bad-url").await;
-    let name = h.controller(json!({"url": "ht!tp://"}), json!({})).await;
+    let name = h
+        .webhook_controller(json!({"url": "ht!tp://"}), json!({}))
+        .await;
     let note = h
         .warning_in(
             "default",
@@ -811,7 +666,7 @@ async fn etag_304_answers_reuse_the_cached_response() {
         ..HookState::default()
     };
     let server = https_hook(state, &ca.server(), None).await;
-    h.controller(
+    h.webhook_controller(
         json!({
             "url": server.url(),
             "caBundle": {"inline": ca.pem()},
@@ -820,7 +675,7 @@ async fn etag_304_answers_reuse_the_cached_response() {
         json!({}),
     )
     .await;
-    h.parent("p1").await;
+    h.webhook_parent("p1").await;
     h.child("p1").await;
     let state = server.state.clone();
     wait_until("the hook server answering 304 twice", || {
@@ -847,8 +702,8 @@ async fn too_many_requests_without_retry_after_backs_off() {
     let h = Harness::new("wh-429").await;
     let (url, state) = http_hook(HookState::default()).await;
     state.set_mode(Mode::TooManyRequests);
-    h.controller(json!({"url": url}), json!({})).await;
-    h.parent("p1").await;
+    h.webhook_controller(json!({"url": url}), json!({})).await;
+    h.webhook_parent("p1").await;
     h.warning("p1", "429 Too Many Requests").await;
     let before = state.calls.load(Ordering::SeqCst);
     tokio::time::sleep(Duration::from_secs(5)).await;
@@ -862,8 +717,8 @@ async fn too_many_requests_without_retry_after_backs_off() {
 async fn an_oversized_response_is_refused_naming_the_limit_and_children_stay() {
     let h = Harness::new("wh-huge").await;
     let (url, state) = http_hook(HookState::default()).await;
-    h.controller(json!({"url": url}), json!({})).await;
-    h.parent("p1").await;
+    h.webhook_controller(json!({"url": url}), json!({})).await;
+    h.webhook_parent("p1").await;
     let child = h.child("p1").await;
     state.set_mode(Mode::Huge);
     h.patch_parent("p1", json!({"generation": 2})).await;

@@ -327,9 +327,25 @@ fn write_go_v(out: &mut String, value: &Value) {
 ///
 /// If the result equals `observed` the caller skips the update.
 pub fn apply_update(observed: &Value, desired: &Value) -> Result<Value, ApplyError> {
+    apply_update_or(observed, desired, &Value::Object(Map::new()))
+}
+
+/// [`apply_update`], with `unrecorded` standing in for the last-applied configuration when the
+/// observed object has no annotation (e.g. the fields a server-side apply owned, after switching
+/// back from SSA), so that fields the hook dropped meanwhile are still removed.
+pub fn apply_update_or(
+    observed: &Value,
+    desired: &Value,
+    unrecorded: &Value,
+) -> Result<Value, ApplyError> {
     let observed_map = as_object("observed", observed)?;
 
-    let last_applied = read_last_applied(observed_map)?;
+    let last_applied = match read_last_applied(observed_map)? {
+        Value::Object(map) if map.is_empty() && !has_last_applied(observed_map) => {
+            unrecorded.clone()
+        }
+        recorded => recorded,
+    };
     let mut desired = desired.clone();
     strip_last_applied(&mut desired, false);
 
@@ -473,6 +489,20 @@ fn write_compact_go(out: &mut String, value: &Value) {
             out.push('}');
         }
     }
+}
+
+/// Whether the object carries the last-applied annotation at all (even an empty one).
+fn has_last_applied(observed: &Map<String, Value>) -> bool {
+    observed
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get(LAST_APPLIED_ANNOTATION))
+        .is_some_and(|v| !v.is_null())
+}
+
+/// Whether `object` carries the last-applied annotation of dynamic apply.
+pub fn records_last_applied(object: &Value) -> bool {
+    object.as_object().is_some_and(has_last_applied)
 }
 
 /// Reads the last-applied configuration; `{}` when there is none (a child created by someone

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use super::apply;
 use super::discovery::Resolved;
+use super::managed_fields;
 use crate::api::ChildUpdateMethod;
 use crate::hooks::protocol::DesiredChild;
 
@@ -36,7 +37,7 @@ pub enum ChildError {
         kind: String,
         name: String,
         #[source]
-        source: kube::Error,
+        source: Box<kube::Error>,
     },
     #[error("{kind} {name}: {source}")]
     Apply {
@@ -194,7 +195,7 @@ impl ChildWriter {
             action,
             kind: ty.ar.kind.clone(),
             name: child.name_any(),
-            source,
+            source: Box::new(source),
         })
     }
 
@@ -221,12 +222,13 @@ impl ChildWriter {
                 action: "delete",
                 kind: ty.ar.kind.clone(),
                 name: child.name_any(),
-                source,
+                source: Box::new(source),
             }),
         }
     }
 
-    /// Creates or updates one desired child.
+    /// Creates or updates one desired child, or deletes it so that the next sync re-creates it
+    /// (`Recreate`). A child that is already as desired costs no write.
     pub async fn apply(
         &self,
         ty: &Resolved,
@@ -235,119 +237,325 @@ impl ChildWriter {
         child: &DesiredChild,
         owner: &OwnerReference,
     ) -> Result<Outcome, ChildError> {
-        let (desired, name, namespace) = (
-            &child.object,
-            child.name.as_str(),
-            child.namespace.as_deref(),
-        );
-        let kind = ty.ar.kind.clone();
         if observed.is_some_and(|obs| obs.metadata.deletion_timestamp.is_some()) {
             return Ok(Outcome::Unchanged);
         }
         if method.is_rolling() {
             return Err(ChildError::Unsupported {
-                kind,
-                name: name.to_owned(),
+                kind: ty.ar.kind.clone(),
+                name: child.name.clone(),
                 method,
             });
         }
-        let api = api_for(&self.client, ty, namespace);
-        let api_err = |action: &'static str| {
-            let kind = kind.clone();
-            move |source| ChildError::Api {
-                action,
-                kind,
-                name: name.to_owned(),
-                source,
-            }
+        let target = Target {
+            api: api_for(&self.client, ty, child.namespace.as_deref()),
+            ty,
+            name: &child.name,
         };
-        let mut desired = desired.clone();
+        match &self.strategy {
+            ApplyStrategy::ServerSide { field_manager } => {
+                self.server_side_apply(&target, field_manager, method, observed, child, owner)
+                    .await
+            }
+            ApplyStrategy::Dynamic => {
+                self.dynamic_apply(&target, method, observed, child, owner)
+                    .await
+            }
+        }
+    }
+
+    async fn server_side_apply(
+        &self,
+        target: &Target<'_>,
+        field_manager: &str,
+        method: ChildUpdateMethod,
+        observed: Option<&Arc<DynamicObject>>,
+        child: &DesiredChild,
+        owner: &OwnerReference,
+    ) -> Result<Outcome, ChildError> {
+        let mut desired = child.object.clone();
         if let Some(meta) = desired.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.insert("ownerReferences".into(), json!([owner]));
         }
-        match &self.strategy {
-            ApplyStrategy::ServerSide { field_manager } => {
-                let desired = apply::sanitize_for_ssa(&desired);
-                let hash = apply::content_hash(&desired);
-                if let Some(obs) = observed {
-                    // Cheapest checks first: serialising the observed child is the costly one.
-                    if method == ChildUpdateMethod::OnDelete
-                        || self.applied_already(obs, hash)
-                        || apply::is_subset(
-                            &serde_json::to_value(obs.as_ref()).unwrap_or(Value::Null),
-                            &desired,
-                        )
-                    {
-                        return Ok(Outcome::Unchanged);
-                    }
-                    if method == ChildUpdateMethod::Recreate {
-                        return self.delete(ty, obs).await;
-                    }
-                }
-                let params = PatchParams::apply(field_manager).force();
-                let written = api
-                    .patch(name, &params, &Patch::Apply(&desired))
-                    .await
-                    .map_err(api_err("apply"))?;
-                self.remember(&written, hash);
-                Ok(if observed.is_some() {
-                    Outcome::Updated
-                } else {
-                    Outcome::Created
-                })
+        let desired = apply::sanitize_for_ssa(&desired);
+        let hash = apply::content_hash(&desired);
+        if let Some(obs) = observed {
+            // Cheapest checks first: serialising the observed child is the costly one.
+            if method == ChildUpdateMethod::OnDelete || self.applied_already(obs, hash) {
+                return Ok(Outcome::Unchanged);
             }
-            ApplyStrategy::Dynamic => match observed {
-                None => {
-                    let body =
-                        apply::with_last_applied(&desired).map_err(|source| ChildError::Apply {
-                            kind: kind.clone(),
-                            name: name.to_owned(),
-                            source,
-                        })?;
-                    let obj: DynamicObject =
-                        serde_json::from_value(body).map_err(|e| ChildError::Encode {
-                            kind: kind.clone(),
-                            name: name.to_owned(),
-                            reason: e.to_string(),
-                        })?;
-                    match api.create(&PostParams::default(), &obj).await {
-                        Ok(_) => Ok(Outcome::Created),
-                        Err(kube::Error::Api(s)) if s.code == 409 => Ok(Outcome::Unchanged),
-                        Err(source) => Err(api_err("create")(source)),
-                    }
-                }
-                Some(obs) => {
-                    let obs_json = serde_json::to_value(obs.as_ref()).unwrap_or(Value::Null);
-                    // Metacontroller merges without the owner reference: it is already there.
-                    if let Some(meta) = desired.get_mut("metadata").and_then(Value::as_object_mut) {
-                        meta.remove("ownerReferences");
-                    }
-                    let merged = apply::apply_update(&obs_json, &desired).map_err(|source| {
-                        ChildError::Apply {
-                            kind: kind.clone(),
-                            name: name.to_owned(),
-                            source,
-                        }
-                    })?;
-                    if merged == obs_json || method == ChildUpdateMethod::OnDelete {
-                        return Ok(Outcome::Unchanged);
-                    }
-                    if method == ChildUpdateMethod::Recreate {
-                        return self.delete(ty, obs).await;
-                    }
-                    let obj: DynamicObject =
-                        serde_json::from_value(merged).map_err(|e| ChildError::Encode {
-                            kind: kind.clone(),
-                            name: name.to_owned(),
-                            reason: e.to_string(),
-                        })?;
-                    match api.replace(name, &PostParams::default(), &obj).await {
-                        Ok(_) => Ok(Outcome::Updated),
-                        Err(e) if is_conflict_or_gone(&e) => Ok(Outcome::Unchanged),
-                        Err(source) => Err(api_err("update")(source)),
-                    }
-                }
-            },
+            let obs_json = target.json(obs)?;
+            let previous = previous_managers(field_manager);
+            let migration = managed_fields::migrated_entries(&obs_json, field_manager, &previous);
+            if migration.is_none() && ssa_up_to_date(&obs_json, &desired, field_manager) {
+                self.remember(obs, hash);
+                return Ok(Outcome::Unchanged);
+            }
+            if method == ChildUpdateMethod::Recreate {
+                let params = PatchParams::apply(field_manager).force().dry_run();
+                let dry = target
+                    .api
+                    .patch(target.name, &params, &Patch::Apply(&desired))
+                    .await
+                    .map_err(target.err("dry-run apply (before Recreate)"))?;
+                return self
+                    .recreate_if_changed(target, obs, &obs_json, &dry, hash)
+                    .await;
+            }
+            if let Some(entries) = migration {
+                self.take_over_fields(target, obs, entries).await?;
+            }
         }
+        let params = PatchParams::apply(field_manager).force();
+        let written = target
+            .api
+            .patch(target.name, &params, &Patch::Apply(&desired))
+            .await
+            .map_err(target.err("apply"))?;
+        // Applied without having observed the child (its watch had not delivered it): if earlier
+        // dynamic-apply writes still own fields, the next sync must take them over, so this
+        // apply is not remembered as the last word.
+        let unobserved_legacy = observed.is_none()
+            && managed_fields::migrated_entries(
+                &target.json(&written)?,
+                field_manager,
+                &previous_managers(field_manager),
+            )
+            .is_some();
+        if !unobserved_legacy {
+            self.remember(&written, hash);
+        }
+        Ok(if observed.is_some() {
+            Outcome::Updated
+        } else {
+            Outcome::Created
+        })
+    }
+
+    /// Moves the field ownership of earlier dynamic-apply writes (ours or Metacontroller's) into
+    /// our server-side-apply entry, so that the next apply removes what the hook no longer
+    /// returns, the last-applied annotation included.
+    async fn take_over_fields(
+        &self,
+        target: &Target<'_>,
+        obs: &DynamicObject,
+        entries: Vec<Value>,
+    ) -> Result<(), ChildError> {
+        let patch = json!({"metadata": {
+            "managedFields": entries,
+            "resourceVersion": obs.resource_version(),
+        }});
+        tracing::info!(kind = %target.ty.ar.kind, child = %target.name, "taking over the fields of earlier dynamic-apply writes for server-side apply");
+        target
+            .api
+            .patch(target.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map_err(target.err("take over field ownership of"))?;
+        Ok(())
+    }
+
+    async fn dynamic_apply(
+        &self,
+        target: &Target<'_>,
+        method: ChildUpdateMethod,
+        observed: Option<&Arc<DynamicObject>>,
+        child: &DesiredChild,
+        owner: &OwnerReference,
+    ) -> Result<Outcome, ChildError> {
+        // Metacontroller records the last-applied configuration before it claims ownership: the
+        // owner reference is ours to keep, never a field the hook could drop.
+        let desired = &child.object;
+        let params = PostParams {
+            field_manager: Some(DYNAMIC_FIELD_MANAGER.to_owned()),
+            ..PostParams::default()
+        };
+        let Some(obs) = observed else {
+            let mut body = apply::with_last_applied(desired).map_err(target.apply_err())?;
+            set_owner(&mut body, owner);
+            let obj = target.decode(body)?;
+            return match target.api.create(&params, &obj).await {
+                Ok(_) => Ok(Outcome::Created),
+                Err(kube::Error::Api(s)) if s.code == 409 => Ok(Outcome::Unchanged),
+                Err(source) => Err(target.err("create")(source)),
+            };
+        };
+        let hash = apply::content_hash(desired);
+        if method == ChildUpdateMethod::OnDelete || self.applied_already(obs, hash) {
+            return Ok(Outcome::Unchanged);
+        }
+        let obs_json = target.json(obs)?;
+        // After server-side apply there is no annotation: the fields our apply owned stand in.
+        let unrecorded = ssa_field_manager_entry(&obs_json)
+            .map(|fields| managed_fields::project(fields, &obs_json))
+            .unwrap_or_else(|| json!({}));
+        let mut merged =
+            apply::apply_update_or(&obs_json, desired, &unrecorded).map_err(target.apply_err())?;
+        // An annotation written by an older kubelambda recorded the owner reference, so the
+        // merge would remove it: it always stays.
+        keep_owner(&mut merged, owner);
+        if merged == obs_json {
+            self.remember(obs, hash);
+            return Ok(Outcome::Unchanged);
+        }
+        let obj = target.decode(merged)?;
+        if method == ChildUpdateMethod::Recreate {
+            let dry_params = PostParams {
+                dry_run: true,
+                ..params
+            };
+            let dry = target
+                .api
+                .replace(target.name, &dry_params, &obj)
+                .await
+                .map_err(target.err("dry-run update (before Recreate)"))?;
+            return self
+                .recreate_if_changed(target, obs, &obs_json, &dry, hash)
+                .await;
+        }
+        match target.api.replace(target.name, &params, &obj).await {
+            Ok(written) => {
+                self.remember(&written, hash);
+                Ok(Outcome::Updated)
+            }
+            Err(e) if is_conflict_or_gone(&e) => Ok(Outcome::Unchanged),
+            Err(source) => Err(target.err("update")(source)),
+        }
+    }
+
+    /// `Recreate`: deletes the child only when the write the dry run simulated would change it.
+    /// A desired object that the API server normalises (a quantity `0.5` stored as `500m`)
+    /// differs from the observed one as text but not once written; deleting it would loop.
+    async fn recreate_if_changed(
+        &self,
+        target: &Target<'_>,
+        obs: &DynamicObject,
+        obs_json: &Value,
+        dry_run: &DynamicObject,
+        hash: u64,
+    ) -> Result<Outcome, ChildError> {
+        let would_be = target.json(dry_run)?;
+        if same_content(obs_json, &would_be) {
+            self.remember(obs, hash);
+            return Ok(Outcome::Unchanged);
+        }
+        tracing::info!(kind = %target.ty.ar.kind, child = %target.name, "deleting child to re-create it with the new desired state (update strategy Recreate)");
+        self.delete(target.ty, obs).await
+    }
+}
+
+/// The field manager of dynamic-apply writes (creates and updates).
+pub const DYNAMIC_FIELD_MANAGER: &str = "kubelambda";
+
+/// Field managers whose writes count as ours when taking a child over for server-side apply:
+/// Metacontroller's (its client's default manager name) and kubelambda's dynamic apply.
+fn previous_managers(field_manager: &str) -> Vec<&'static str> {
+    ["metacontroller", DYNAMIC_FIELD_MANAGER]
+        .into_iter()
+        .filter(|m| *m != field_manager)
+        .collect()
+}
+
+/// The fields our server-side apply owns, whichever field manager name it used: any `Apply`
+/// entry, since only an applier (ours, or Metacontroller's in SSA mode) writes with that
+/// operation to a child we control.
+fn ssa_field_manager_entry(object: &Value) -> Option<&Value> {
+    object
+        .pointer("/metadata/managedFields")
+        .and_then(Value::as_array)?
+        .iter()
+        .filter(|e| {
+            e.get("operation").and_then(Value::as_str) == Some(managed_fields::APPLY)
+                && e.get("subresource")
+                    .and_then(Value::as_str)
+                    .is_none_or(str::is_empty)
+        })
+        .find_map(|e| e.get("fieldsV1"))
+}
+
+/// Whether applying `desired` (sanitised, with our owner reference) would change nothing: every
+/// desired field is there with its value, and nothing our field manager applied before is missing
+/// from `desired` (server-side apply would remove it).
+fn ssa_up_to_date(observed: &Value, desired: &Value, field_manager: &str) -> bool {
+    apply::is_subset(observed, desired)
+        && managed_fields::entry(observed, field_manager, managed_fields::APPLY)
+            .is_none_or(|owned| managed_fields::first_unwanted(owned, desired).is_none())
+}
+
+/// Equal apart from what every write changes (resourceVersion, managedFields timestamps).
+fn same_content(a: &Value, b: &Value) -> bool {
+    fn strip(v: &Value) -> Value {
+        let mut v = v.clone();
+        if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+            meta.remove("resourceVersion");
+            meta.remove("managedFields");
+        }
+        v
+    }
+    strip(a) == strip(b)
+}
+
+fn set_owner(object: &mut Value, owner: &OwnerReference) {
+    if let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("ownerReferences".into(), json!([owner]));
+    }
+}
+
+/// Puts `owner` back into the merged object's owner references if the merge removed it.
+fn keep_owner(object: &mut Value, owner: &OwnerReference) {
+    let Some(meta) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let refs = meta
+        .entry("ownerReferences")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if !refs.is_array() {
+        *refs = Value::Array(Vec::new());
+    }
+    if let Some(list) = refs.as_array_mut()
+        && !list
+            .iter()
+            .any(|r| r.get("uid").and_then(Value::as_str) == Some(owner.uid.as_str()))
+    {
+        list.push(json!(owner));
+    }
+}
+
+/// The child being written: its API, type and name, for requests and error messages.
+struct Target<'a> {
+    api: Api<DynamicObject>,
+    ty: &'a Resolved,
+    name: &'a str,
+}
+
+impl Target<'_> {
+    fn err(&self, action: &'static str) -> impl FnOnce(kube::Error) -> ChildError + use<> {
+        let (kind, name) = (self.ty.ar.kind.clone(), self.name.to_owned());
+        move |source| ChildError::Api {
+            action,
+            kind,
+            name,
+            source: Box::new(source),
+        }
+    }
+
+    fn apply_err(&self) -> impl FnOnce(apply::ApplyError) -> ChildError + use<> {
+        let (kind, name) = (self.ty.ar.kind.clone(), self.name.to_owned());
+        move |source| ChildError::Apply { kind, name, source }
+    }
+
+    fn encode_err(&self, reason: String) -> ChildError {
+        ChildError::Encode {
+            kind: self.ty.ar.kind.clone(),
+            name: self.name.to_owned(),
+            reason,
+        }
+    }
+
+    fn json(&self, obj: &DynamicObject) -> Result<Value, ChildError> {
+        serde_json::to_value(obj).map_err(|e| self.encode_err(e.to_string()))
+    }
+
+    fn decode(&self, value: Value) -> Result<DynamicObject, ChildError> {
+        serde_json::from_value(value).map_err(|e| self.encode_err(e.to_string()))
     }
 }

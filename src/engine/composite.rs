@@ -321,7 +321,15 @@ impl Composite {
         }
         for _ in 0..self.shared.workers.max(1) {
             let this = self.clone();
-            tasks.push(tokio::spawn(async move { this.work().await }));
+            tasks.push(tokio::spawn(async move {
+                // A parent synced before every child type is listed would see children missing:
+                // it would create what exists and claim nothing.
+                this.parent_informer.wait_ready().await;
+                for c in &this.children {
+                    c.informer.wait_ready().await;
+                }
+                this.work().await
+            }));
         }
         Running {
             controller: self,

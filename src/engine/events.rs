@@ -2,10 +2,12 @@
 //!
 //! kube's `Recorder` folds every event with the same reason into one series and keeps the first
 //! message, so after a hook is fixed and fails differently, `kubectl describe` would still show the
-//! old error. Here a repeat of the *same* message bumps the series; a new message is a new event.
+//! old error. Here a repeat of the *same* message bumps the series (written back at most every
+//! [`SERIES_WRITE_INTERVAL`]); a new message is a new event.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event, EventSeries};
@@ -25,8 +27,24 @@ pub enum EventType {
 
 /// (object uid or name, type, reason, note): what makes two events the same series.
 type SeriesKey = (String, EventType, String, String);
-/// (namespace, event name, count so far).
-type SeriesEntry = (String, String, i32);
+/// A series already written: where, how often it happened, and what the API server has seen.
+#[derive(Clone)]
+struct SeriesEntry {
+    namespace: String,
+    name: String,
+    count: i32,
+    written_at: Instant,
+}
+
+/// How often a repeating series is written back at most. A parent that fails every few
+/// milliseconds (a webhook answering 429 with no delay, before backoff grows) would otherwise
+/// cost one API write per failure; the count is kept in memory and written with the next
+/// repeat after this interval, as client-go's event series do.
+pub const SERIES_WRITE_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Series not repeated for this long are forgotten once the map is large.
+const SERIES_FORGET_AFTER: Duration = Duration::from_secs(600);
+const SERIES_PRUNE_AT: usize = 10_000;
 
 pub struct EventRecorder {
     client: Client,
@@ -83,26 +101,39 @@ impl EventRecorder {
         let key = (object, type_, reason.to_owned(), note.clone());
         let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
         let api: Api<Event> = Api::namespaced(self.client.clone(), &namespace);
-        let existing = self
-            .series
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&key)
-            .cloned();
-        if let Some((ns, name, count)) = existing {
-            let patch = json!({"series": EventSeries { count: count + 1, last_observed_time: now.clone() }});
-            let result = Api::<Event>::namespaced(self.client.clone(), &ns)
-                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        let existing = {
+            let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+            match series.get_mut(&key) {
+                Some(entry) => {
+                    entry.count += 1;
+                    if entry.written_at.elapsed() < SERIES_WRITE_INTERVAL {
+                        // Counted; written with a later repeat.
+                        return;
+                    }
+                    Some(entry.clone())
+                }
+                None => None,
+            }
+        };
+        if let Some(entry) = existing {
+            let patch = json!({"series": EventSeries { count: entry.count, last_observed_time: now.clone() }});
+            let result = Api::<Event>::namespaced(self.client.clone(), &entry.namespace)
+                .patch(&entry.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await;
             match result {
                 Ok(_) => {
-                    self.series
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(key, (ns, name, count + 1));
+                    let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(e) = series.get_mut(&key) {
+                        e.written_at = Instant::now();
+                    }
                     return;
                 }
-                Err(e) => tracing::debug!("event series {name} gone ({e}); creating a new event"),
+                Err(e) => {
+                    tracing::debug!(
+                        "event series {} gone ({e}); creating a new event",
+                        entry.name
+                    )
+                }
             }
         }
         let event = Event {
@@ -136,10 +167,19 @@ impl EventRecorder {
         match api.create(&PostParams::default(), &event).await {
             Ok(created) => {
                 if let Some(name) = created.metadata.name {
-                    self.series
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .insert(key, (namespace, name, 1));
+                    let mut series = self.series.lock().unwrap_or_else(|e| e.into_inner());
+                    if series.len() >= SERIES_PRUNE_AT {
+                        series.retain(|_, e| e.written_at.elapsed() < SERIES_FORGET_AFTER);
+                    }
+                    series.insert(
+                        key,
+                        SeriesEntry {
+                            namespace,
+                            name,
+                            count: 1,
+                            written_at: Instant::now(),
+                        },
+                    );
                 }
             }
             Err(e) => tracing::warn!("cannot record event {reason} on {:?}: {e}", regarding.name),

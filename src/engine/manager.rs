@@ -10,6 +10,7 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Resource, ResourceExt};
 use tokio::sync::Mutex;
+use tokio_util::task::AbortOnDropHandle;
 
 use super::Shared;
 use super::composite::{self, Running};
@@ -41,7 +42,9 @@ pub async fn run_composites(shared: Shared, target: Option<String>) {
             queue.clone(),
             shared.clone(),
         );
-        tokio::spawn(async move {
+        // Aborted when this function's future is dropped (the engine stops): the reconciler owns
+        // the running controllers, which must stop with it.
+        AbortOnDropHandle::new(tokio::spawn(async move {
             while let Some(name) = queue.next().await {
                 let want = latest.lock().await.get(&name).cloned();
                 let result = reconcile(&shared, &instances, &name, want).await;
@@ -53,7 +56,7 @@ pub async fn run_composites(shared: Shared, target: Option<String>) {
                     }
                 }
             }
-        })
+        }))
     };
 
     let mut stream = watcher::watcher(api, config).default_backoff().boxed();

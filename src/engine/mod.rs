@@ -13,6 +13,7 @@ pub mod discovery;
 pub mod events;
 pub mod hooks;
 pub mod informer;
+pub mod managed_fields;
 pub mod manager;
 pub mod queue;
 pub mod related;

@@ -339,6 +339,16 @@ pub fn validate_children(
                     format!("metadata.namespace is {ns:?}, but {kind} is cluster-scoped"),
                 ));
             }
+            // The garbage collector rejects an owner reference from a cluster-scoped object to a
+            // namespaced one (OwnerRefInvalidNamespace): the child would outlive its parent.
+            if let Some(parent) = rules.parent_namespace {
+                return Err(fail(
+                    &path,
+                    format!(
+                        "{kind} is cluster-scoped, but children must be in the parent's namespace {parent:?}: a namespaced parent cannot own a cluster-scoped object"
+                    ),
+                ));
+            }
             None
         };
         if let (Some(ns), Some(meta)) = (

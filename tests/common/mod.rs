@@ -10,7 +10,10 @@
 //! Set `KUBELAMBDA_TESTENV_DIR=/some/dir` to use an environment already started with
 //! `tests/testenv/testenv up /some/dir` instead (faster when iterating; it is left running).
 //! Set `KUBELAMBDA_TEST_TIMEOUT_SECS` to change the default wait timeout (60 s).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
+
+pub mod harness;
+pub use harness::*;
 
 use std::fmt::Debug;
 use std::future::Future;

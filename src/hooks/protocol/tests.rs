@@ -131,6 +131,17 @@ fn invalid_children_are_named_precisely() {
 }
 
 #[test]
+fn a_namespaced_parent_cannot_own_a_cluster_scoped_child() {
+    let role = json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole", "metadata": {"name": "r"}});
+    assert_eq!(
+        problem(vec![role.clone()], Some("ns")),
+        "children[0] (ClusterRole \"r\"): ClusterRole is cluster-scoped, but children must be in the parent's namespace \"ns\": a namespaced parent cannot own a cluster-scoped object"
+    );
+    let out = check(vec![role], None, None).expect("a cluster-scoped parent may");
+    assert_eq!(out[0].namespace, None);
+}
+
+#[test]
 fn children_must_match_the_selector() {
     let sel = Selector::equals(&[("app", "y")]);
     let err = check(vec![deployment("a")], Some("ns"), Some(&sel)).expect_err("mismatch");
