@@ -967,26 +967,86 @@ async fn controllers_share_one_watch_per_resource_type() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn rolling_updates_fail_clearly() {
+async fn unsupported_fields_stop_the_controller_naming_the_field() {
     let h = Harness::new("rolling").await;
-    h.controller(
-        "rolling",
-        json!({
-            "generateSelector": true,
-            "childResources": [{"apiVersion": "v1", "resource": "configmaps", "updateStrategy": {"method": "RollingRecreate"}}],
-            "hooks": {"sync": {"jsonnet": {"source": CONFIGMAP_HOOK}}},
-        }),
-    )
-    .await;
+    let name = h
+        .controller(
+            "rolling",
+            json!({
+                "generateSelector": true,
+                "childResources": [{"apiVersion": "v1", "resource": "configmaps", "updateStrategy": {"method": "RollingRecreate"}}],
+                "hooks": {"sync": {"jsonnet": {"source": CONFIGMAP_HOOK}}},
+            }),
+        )
+        .await;
     h.parent("roll", json!({"name": "rolled"})).await;
-    let note = h.warning("roll", "not supported yet").await;
-    assert!(
-        note.contains("ConfigMap rolled: update strategy RollingRecreate is not supported yet (use OnDelete, Recreate or InPlace)"),
-        "{note}"
+    let note = h.warning_in("default", &name, "is not supported yet").await;
+    assert_eq!(
+        note,
+        "Cannot start controller: spec.childResources[0].updateStrategy.method: update method RollingRecreate is not supported yet (use OnDelete, Recreate or InPlace)"
     );
+    // Not started, so nothing syncs the parent.
     let cms: Api<ConfigMap> = h.api();
     assert!(
         cms.get_opt("rolled").await.expect("get").is_none(),
         "nothing was created"
     );
+    assert_eq!(h.engine().metrics.syncs(), 0, "the controller never ran");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_decorator_controller_is_reported_as_not_run() {
+    let h = Harness::new("decorator").await;
+    let name = format!("deco-{}", h.label);
+    let dc: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "metacontroller.k8s.io/v1alpha1",
+        "kind": "DecoratorController",
+        "metadata": {"name": name, "labels": {"kubelambda-test": h.label}},
+        "spec": {
+            "resources": [{"apiVersion": "v1", "resource": "configmaps"}],
+            "hooks": {"sync": {"webhook": {"url": "http://127.0.0.1:9/sync"}}},
+        },
+    }))
+    .expect("decorator");
+    install_crds(&h.client).await;
+    let ar = ApiResource {
+        kind: "DecoratorController".into(),
+        plural: "decoratorcontrollers".into(),
+        ..cc_ar()
+    };
+    Api::<DynamicObject>::all_with(h.client.clone(), &ar)
+        .create(&PostParams::default(), &dc)
+        .await
+        .expect("create DecoratorController");
+    let note = h
+        .warning_in("default", &name, "does not run DecoratorControllers")
+        .await;
+    assert_eq!(note, kubelambda::engine::decorator_notice::NOT_RUN);
+}
+
+/// `--cache-flush-interval` resyncs every parent of every controller, with no
+/// resyncPeriodSeconds set, and writes nothing when nothing changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cache_flush_interval_resyncs_every_parent() {
+    let mut h = Harness::new("flush").await;
+    h.config.cache_flush_interval = Some(Duration::from_millis(500));
+    h.restart();
+    h.controller(
+        "flush",
+        json!({
+            "generateSelector": true,
+            "childResources": [{"apiVersion": "v1", "resource": "configmaps"}],
+            "hooks": {"sync": {"jsonnet": {"source": CONFIGMAP_HOOK}}},
+        }),
+    )
+    .await;
+    h.parent("f", json!({"name": "flushed"})).await;
+    h.wait_converged(1).await;
+    let metrics = &h.engine().metrics;
+    let (syncs, writes) = (metrics.syncs(), metrics.writes());
+    wait_until("four resyncs from the flush interval", || async {
+        (metrics.syncs() >= syncs + 4).then_some(())
+    })
+    .await;
+    assert_eq!(metrics.writes(), writes, "resyncs of an unchanged parent");
 }

@@ -52,14 +52,6 @@ pub enum ChildError {
         name: String,
         reason: String,
     },
-    #[error(
-        "{kind} {name}: update strategy {method:?} is not supported yet (use OnDelete, Recreate or InPlace)"
-    )]
-    Unsupported {
-        kind: String,
-        name: String,
-        method: ChildUpdateMethod,
-    },
     #[error("{kind} {name} exists but is controlled by another owner; refusing to take it over")]
     OwnedByOther { kind: String, name: String },
 }
@@ -239,13 +231,6 @@ impl ChildWriter {
     ) -> Result<Outcome, ChildError> {
         if observed.is_some_and(|obs| obs.metadata.deletion_timestamp.is_some()) {
             return Ok(Outcome::Unchanged);
-        }
-        if method.is_rolling() {
-            return Err(ChildError::Unsupported {
-                kind: ty.ar.kind.clone(),
-                name: child.name.clone(),
-                method,
-            });
         }
         let target = Target {
             api: api_for(&self.client, ty, child.namespace.as_deref()),

@@ -45,6 +45,9 @@ pub enum StartError {
     /// Metacontroller refuses such parents; the controller is not started and not retried.
     #[error("CRD {crd} does not have subresource 'Status' enabled")]
     NoStatusSubresource { crd: String },
+    /// A field this engine does not run yet: refused rather than ignored.
+    #[error(transparent)]
+    Unsupported(#[from] super::support::Unsupported),
 }
 
 impl From<super::discovery::DiscoveryError> for StartError {
@@ -62,7 +65,10 @@ impl From<super::hooks::HookBuildError> for StartError {
 impl StartError {
     /// Whether trying again later can help.
     pub fn is_permanent(&self) -> bool {
-        matches!(self, Self::NoStatusSubresource { .. } | Self::Spec(_))
+        matches!(
+            self,
+            Self::NoStatusSubresource { .. } | Self::Spec(_) | Self::Unsupported(_)
+        )
     }
 }
 
@@ -163,6 +169,9 @@ pub async fn start(cc: &CompositeController, shared: &Shared) -> Result<Running,
     cc.spec
         .validate()
         .map_err(|e| StartError::Spec(e.to_string()))?;
+    if let Some(unsupported) = super::support::unsupported_in_composite(&cc.spec) {
+        return Err(unsupported.into());
+    }
     let pr = &cc.spec.parent_resource;
     let parent = shared
         .discovery
@@ -308,7 +317,11 @@ impl Composite {
             let this = self.clone();
             tasks.push(tokio::spawn(async move { this.watch_children(rx).await }));
         }
-        if let Some(period) = self.resync_period {
+        // resyncPeriodSeconds, and `--cache-flush-interval` for every controller.
+        for period in [self.resync_period, self.shared.cache_flush_interval]
+            .into_iter()
+            .flatten()
+        {
             let this = self.clone();
             tasks.push(tokio::spawn(async move {
                 let mut tick = tokio::time::interval(period);

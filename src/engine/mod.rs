@@ -9,6 +9,7 @@
 pub mod apply;
 pub mod children;
 pub mod composite;
+pub mod decorator_notice;
 pub mod discovery;
 pub mod events;
 pub mod hooks;
@@ -18,6 +19,7 @@ pub mod manager;
 pub mod queue;
 pub mod related;
 pub mod status;
+pub mod support;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -84,7 +86,8 @@ impl Engine {
         let shared = Shared {
             discovery: Arc::new(Discovery::new(client.clone(), config.discovery_interval)),
             informers: InformerFactory::new(client.clone()),
-            hooks: HookFactory::new(client.clone(), config.sandbox.clone()),
+            hooks: HookFactory::new(client.clone(), config.sandbox.clone())
+                .with_max_response_bytes(config.sandbox.limits().max_output_bytes),
             recorder: Arc::new(events::EventRecorder::new(client.clone())),
             apply: config.apply.clone(),
             workers: config.workers,
@@ -92,10 +95,16 @@ impl Engine {
             metrics: metrics.clone(),
             client,
         };
-        let task = tokio::spawn(manager::run_composites(
-            shared.clone(),
-            config.target_label_selector.clone(),
-        ));
+        let target = config.target_label_selector.clone();
+        let task = tokio::spawn({
+            let shared = shared.clone();
+            async move {
+                tokio::join!(
+                    manager::run_composites(shared.clone(), target.clone()),
+                    decorator_notice::warn_decorators(shared, target),
+                );
+            }
+        });
         Ok(Self {
             metrics,
             shared,

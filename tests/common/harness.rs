@@ -260,15 +260,16 @@ pub fn cc_ar() -> ApiResource {
     }
 }
 
+/// Installs kubelambda's CRDs (CompositeController, DecoratorController, ControllerRevision).
+pub async fn install_crds(client: &Client) {
+    for crd in kubelambda::api::crds() {
+        create_crd(client, serde_json::to_value(crd).expect("crd json")).await;
+    }
+}
+
 pub async fn create_cc(client: &Client, cc: Value) {
     let ar = cc_ar();
-    let crds: Vec<Value> = kubelambda::api::crds()
-        .into_iter()
-        .map(|c| serde_json::to_value(c).expect("crd json"))
-        .collect();
-    for crd in crds {
-        create_crd(client, crd).await;
-    }
+    install_crds(client).await;
     let api: Api<DynamicObject> = Api::all_with(client.clone(), &ar);
     let obj: DynamicObject = serde_json::from_value(cc).expect("cc");
     api.create(&PostParams::default(), &obj)

@@ -228,6 +228,11 @@ impl Sandbox {
     pub fn cache_stats(&self) -> Option<CacheStats> {
         self.inner.cache.as_ref().map(ResponseCache::stats)
     }
+
+    /// The limits every evaluation runs under (`--deadline`, `--max-output`, ...).
+    pub fn limits(&self) -> &Limits {
+        &self.inner.config.limits
+    }
 }
 
 impl Inner {
