@@ -1050,3 +1050,62 @@ async fn cache_flush_interval_resyncs_every_parent() {
     .await;
     assert_eq!(metrics.writes(), writes, "resyncs of an unchanged parent");
 }
+
+/// A response without `children` deletes every child (Metacontroller's meaning), and says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_every_child_is_reported() {
+    let h = Harness::new("delete-all").await;
+    let hook = r#"
+function(request)
+  if request.parent.spec.keep then {
+    children: [
+      { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'one' } },
+      { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: 'two' } },
+    ],
+  } else { status: { lost: 'children' } }
+"#;
+    h.controller(
+        "delete-all",
+        json!({
+            "generateSelector": true,
+            "childResources": [{"apiVersion": "v1", "resource": "configmaps"}],
+            "hooks": {"sync": {"jsonnet": {"source": hook}}},
+        }),
+    )
+    .await;
+    h.parent("d", json!({"keep": true})).await;
+    h.configmap("one").await;
+    h.configmap("two").await;
+    h.patch_parent("d", json!({"keep": false})).await;
+    let note = h.warning("d", "children are deleted").await;
+    assert_eq!(
+        note,
+        "the sync hook returned no children, so all 2 children are deleted (a response without `children` means none)"
+    );
+    let cms: Api<ConfigMap> = h.api();
+    wait_deleted(&cms, "one").await;
+    wait_deleted(&cms, "two").await;
+}
+
+/// A resource the API server does not serve is named with the controller's field that refers to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unknown_resource_is_named_by_its_field() {
+    let h = Harness::new("unknown-resource").await;
+    let name = h
+        .controller(
+            "unknown",
+            json!({
+                "childResources": [
+                    {"apiVersion": "v1", "resource": "configmaps"},
+                    {"apiVersion": "v1", "resource": "nosuchthings"},
+                ],
+                "hooks": {"sync": {"jsonnet": {"source": CONFIGMAP_HOOK}}},
+            }),
+        )
+        .await;
+    let note = h.warning_in("default", &name, "nosuchthings").await;
+    assert_eq!(
+        note,
+        "Cannot start controller: spec.childResources[1]: discovery: can't find resource nosuchthings in apiVersion v1"
+    );
+}

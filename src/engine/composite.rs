@@ -38,8 +38,14 @@ const GC_FINALIZERS: &[&str] = &["foregroundDeletion", "orphan"];
 pub enum StartError {
     #[error("{0}")]
     Spec(String),
-    #[error(transparent)]
-    Discovery(Box<super::discovery::DiscoveryError>),
+    /// `field` is the controller's field that names the resource, e.g.
+    /// `spec.childResources[1]`.
+    #[error("{field}: {source}")]
+    Discovery {
+        field: String,
+        #[source]
+        source: Box<super::discovery::DiscoveryError>,
+    },
     #[error(transparent)]
     Hook(Box<super::hooks::HookBuildError>),
     /// Metacontroller refuses such parents; the controller is not started and not retried.
@@ -50,9 +56,12 @@ pub enum StartError {
     Unsupported(#[from] super::support::Unsupported),
 }
 
-impl From<super::discovery::DiscoveryError> for StartError {
-    fn from(e: super::discovery::DiscoveryError) -> Self {
-        Self::Discovery(Box::new(e))
+impl StartError {
+    fn discovery(field: String) -> impl FnOnce(super::discovery::DiscoveryError) -> Self {
+        move |source| Self::Discovery {
+            field,
+            source: Box::new(source),
+        }
     }
 }
 
@@ -176,7 +185,8 @@ pub async fn start(cc: &CompositeController, shared: &Shared) -> Result<Running,
     let parent = shared
         .discovery
         .resolve(&pr.api_version, &pr.resource)
-        .await?;
+        .await
+        .map_err(StartError::discovery("spec.parentResource".into()))?;
     if !parent.has_status {
         let group = if parent.ar.group.is_empty() {
             "core"
@@ -188,11 +198,14 @@ pub async fn start(cc: &CompositeController, shared: &Shared) -> Result<Running,
         });
     }
     let mut children = Vec::new();
-    for rule in &cc.spec.child_resources {
+    for (index, rule) in cc.spec.child_resources.iter().enumerate() {
         let ty = shared
             .discovery
             .resolve(&rule.api_version, &rule.resource)
-            .await?;
+            .await
+            .map_err(StartError::discovery(format!(
+                "spec.childResources[{index}]"
+            )))?;
         let informer = shared.informers.informer(&ty.ar);
         children.push(ChildKind {
             api_version: rule.api_version.clone(),
@@ -729,6 +742,9 @@ impl Composite {
             && parent.finalizers().contains(&self.finalizer)
             && !gc_running;
         let manage_result = if !deleting || should_finalize {
+            if !finalizing {
+                self.warn_if_deleting_all(key, &claimed, &desired).await;
+            }
             self.manage(&parent, &claimed, &desired).await
         } else {
             Ok(())
@@ -739,6 +755,29 @@ impl Composite {
         let resync = (response.resync_after_seconds > 0.0)
             .then(|| Duration::from_secs_f64(response.resync_after_seconds.min(1e9)));
         Ok(resync)
+    }
+
+    /// A response without children deletes every child (Metacontroller's meaning, kept), which
+    /// is also what a hook that lost its `children` key by mistake does: say so loudly.
+    async fn warn_if_deleting_all(
+        &self,
+        key: &ObjectKey,
+        claimed: &[Vec<Arc<DynamicObject>>],
+        desired: &[crate::hooks::protocol::DesiredChild],
+    ) {
+        let existing = claimed
+            .iter()
+            .flatten()
+            .filter(|c| c.metadata.deletion_timestamp.is_none())
+            .count();
+        if existing == 0 || !desired.is_empty() {
+            return;
+        }
+        let note = format!(
+            "the sync hook returned no children, so all {existing} children are deleted (a response without `children` means none)"
+        );
+        tracing::warn!(controller = %self.name, parent = %key, "{note}");
+        self.warn(key, "DeletingAllChildren", &note).await;
     }
 
     async fn manage(
