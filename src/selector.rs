@@ -55,6 +55,18 @@ enum Op {
     DoesNotExist,
 }
 
+/// Whether no label value can satisfy both requirements on the same key.
+fn excludes(a: &Op, b: &Op) -> bool {
+    match (a, b) {
+        (Op::In(x), Op::In(y)) => !x.iter().any(|v| y.contains(v)),
+        (Op::In(_) | Op::Exists, Op::DoesNotExist) | (Op::DoesNotExist, Op::In(_) | Op::Exists) => {
+            true
+        }
+        (Op::In(x), Op::NotIn(y)) | (Op::NotIn(y), Op::In(x)) => x.iter().all(|v| y.contains(v)),
+        _ => false,
+    }
+}
+
 /// A validated selector. An empty selector matches everything, as in Kubernetes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Selector {
@@ -124,6 +136,18 @@ impl Selector {
         })
     }
 
+    /// Whether some set of labels could match both selectors. Conservative: `false` only when a
+    /// pair of requirements on one key rules the other out (`app=a` and `app=b`, `Exists` and
+    /// `DoesNotExist`, `In (a)` and `NotIn (a, b)`).
+    pub fn may_overlap(&self, other: &Selector) -> bool {
+        !self.requirements.iter().any(|(key, a)| {
+            other
+                .requirements
+                .iter()
+                .any(|(other_key, b)| key == other_key && excludes(a, b))
+        })
+    }
+
     /// The selector in the API server's `labelSelector` query syntax.
     pub fn to_query(&self) -> String {
         self.requirements
@@ -148,6 +172,47 @@ impl std::fmt::Display for Selector {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn overlap_is_ruled_out_only_by_contradicting_requirements() {
+        let sel = |labels: &[(&str, &str)], exprs: serde_json::Value| {
+            let mut s: LabelSelector =
+                serde_json::from_value(serde_json::json!({"matchExpressions": exprs}))
+                    .expect("selector");
+            s.match_labels = Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            );
+            Selector::from_label_selector(&s).expect("valid")
+        };
+        let none = serde_json::json!([]);
+        let a = sel(&[("app", "a")], none.clone());
+        let b = sel(&[("app", "b")], none.clone());
+        let any = sel(&[], none.clone());
+        let team = sel(&[("team", "x")], none.clone());
+        assert!(!a.may_overlap(&b));
+        assert!(a.may_overlap(&any) && any.may_overlap(&a));
+        assert!(a.may_overlap(&team), "different keys can both hold");
+        assert!(a.may_overlap(&a));
+        let no_app = sel(
+            &[],
+            serde_json::json!([{"key": "app", "operator": "DoesNotExist"}]),
+        );
+        assert!(!a.may_overlap(&no_app) && !no_app.may_overlap(&a));
+        let not_a = sel(
+            &[],
+            serde_json::json!([{"key": "app", "operator": "NotIn", "values": ["a", "c"]}]),
+        );
+        assert!(!a.may_overlap(&not_a));
+        assert!(b.may_overlap(&not_a));
+        let in_ab = sel(
+            &[],
+            serde_json::json!([{"key": "app", "operator": "In", "values": ["a", "b"]}]),
+        );
+        assert!(in_ab.may_overlap(&b));
+    }
+
     use super::*;
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {

@@ -1109,3 +1109,20 @@ async fn an_unknown_resource_is_named_by_its_field() {
         "Cannot start controller: spec.childResources[1]: discovery: can't find resource nosuchthings in apiVersion v1"
     );
 }
+
+/// Two controllers whose parents can be the same objects are reported on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn controllers_claiming_the_same_parents_are_reported() {
+    let h = Harness::new("overlap").await;
+    let spec = json!({
+        "generateSelector": true,
+        "childResources": [{"apiVersion": "v1", "resource": "configmaps"}],
+        "hooks": {"sync": {"jsonnet": {"source": CONFIGMAP_HOOK}}},
+    });
+    let first = h.controller("first", spec.clone()).await;
+    let second = h.controller("second", spec).await;
+    for (on, other) in [(&first, &second), (&second, &first)] {
+        let note = h.warning_in("default", on, "both manage testparents").await;
+        assert!(note.contains(other.as_str()), "{note}");
+    }
+}

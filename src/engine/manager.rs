@@ -15,6 +15,7 @@ use tokio_util::task::AbortOnDropHandle;
 use super::Shared;
 use super::composite::{self, Running};
 use super::events::EventType;
+use super::overlap::may_share_parents;
 use super::queue::{Backoff, WorkQueue};
 use crate::api::{CompositeController, CompositeControllerSpec};
 
@@ -123,6 +124,43 @@ async fn event(
         .await;
 }
 
+/// Both controllers may claim the same parents: say so on both, since each sync would undo the
+/// other's.
+async fn report_overlap(shared: &Shared, started: &CompositeController, other: &str) {
+    let note = |a: &str, b: &str| {
+        format!(
+            "CompositeControllers {a} and {b} both manage {} ({}) and their parent selectors can match the same objects: each will overwrite the other's children and status",
+            started.spec.parent_resource.resource, started.spec.parent_resource.api_version
+        )
+    };
+    let name = started.name_any();
+    tracing::warn!("{}", note(&name, other));
+    event(
+        shared,
+        started,
+        EventType::Warning,
+        "OverlappingParents",
+        note(&name, other),
+    )
+    .await;
+    let other_ref = k8s_openapi::api::core::v1::ObjectReference {
+        api_version: Some(CompositeController::api_version(&()).into_owned()),
+        kind: Some(CompositeController::kind(&()).into_owned()),
+        name: Some(other.to_owned()),
+        ..Default::default()
+    };
+    shared
+        .recorder
+        .publish(
+            &other_ref,
+            EventType::Warning,
+            "OverlappingParents",
+            "OverlappingParents",
+            &note(other, &name),
+        )
+        .await;
+}
+
 /// Brings the running instance of `name` in line with `want`. `Err` means "retry later".
 async fn reconcile(
     shared: &Shared,
@@ -155,6 +193,11 @@ async fn reconcile(
                 format!("Started controller: {name}"),
             )
             .await;
+            for (other, instance) in instances.iter() {
+                if instance.running.is_some() && may_share_parents(&cc.spec, &instance.spec) {
+                    report_overlap(shared, &cc, other).await;
+                }
+            }
             instances.insert(
                 name.to_owned(),
                 Instance {

@@ -16,6 +16,7 @@ pub mod hooks;
 pub mod informer;
 pub mod managed_fields;
 pub mod manager;
+pub mod overlap;
 pub mod queue;
 pub mod related;
 pub mod status;
