@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::Api;
@@ -25,6 +26,14 @@ struct Instance {
     running: Option<Running>,
 }
 
+/// Retries of a controller that could not start (a CRD not yet served by discovery, a Secret
+/// not yet created): quick at first, and never more than 10 s apart, since nothing else will
+/// start the controller once the cause is gone.
+const START_BACKOFF: Backoff = Backoff {
+    base: Duration::from_millis(200),
+    max: Duration::from_secs(10),
+};
+
 /// Runs until the watch stream ends (it does not, short of the task being dropped).
 pub async fn run_composites(shared: Shared, target: Option<String>) {
     let api: Api<CompositeController> = Api::all(shared.client.clone());
@@ -34,7 +43,7 @@ pub async fn run_composites(shared: Shared, target: Option<String>) {
     }
     let latest: Arc<Mutex<HashMap<String, CompositeController>>> = Arc::default();
     let instances: Arc<Mutex<HashMap<String, Instance>>> = Arc::default();
-    let queue: WorkQueue<String> = WorkQueue::new(Backoff::default());
+    let queue: WorkQueue<String> = WorkQueue::new(START_BACKOFF);
 
     let reconciler = {
         let (latest, instances, queue, shared) = (
