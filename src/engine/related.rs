@@ -282,7 +282,6 @@ impl Related {
     }
 }
 
-
 /// What limits the objects a rule may select.
 struct Scope<'a> {
     /// The customize hook's version: under v1 a namespaced parent reads only its own namespace.
@@ -312,7 +311,8 @@ fn select(
             .transpose()
     };
     let namespace = rule.namespace.as_deref().filter(|ns| !ns.is_empty());
-    if !rule.names.is_empty() && (rule.label_selector.is_some() || rule.namespace_selector.is_some())
+    if !rule.names.is_empty()
+        && (rule.label_selector.is_some() || rule.namespace_selector.is_some())
     {
         return Err(bad(
             "names cannot be combined with labelSelector or namespaceSelector".into(),
@@ -320,7 +320,7 @@ fn select(
     }
     if namespace.is_some() && rule.namespace_selector.is_some() {
         return Err(bad(
-            "namespace cannot be combined with namespaceSelector".into(),
+            "namespace cannot be combined with namespaceSelector".into()
         ));
     }
     let labels = selector("labelSelector", &rule.label_selector)?;
@@ -329,8 +329,9 @@ fn select(
             .as_ref()
             .is_none_or(|s| s.matches(&o.metadata.labels.clone().unwrap_or_default()))
     };
-    let in_namespace =
-        |o: &DynamicObject, ns: Option<&str>| ns.is_none_or(|ns| o.namespace().as_deref() == Some(ns));
+    let in_namespace = |o: &DynamicObject, ns: Option<&str>| {
+        ns.is_none_or(|ns| o.namespace().as_deref() == Some(ns))
+    };
     // Customize v1 keeps a namespaced parent to its own namespace (for namespaced types).
     let v1_parent_ns = match (scope.customize, scope.related_namespaced) {
         (ProtocolVersion::V1, true) => scope.parent_ns,
@@ -342,57 +343,58 @@ fn select(
         ))),
         _ => Ok(()),
     };
-    let chosen: Vec<Arc<DynamicObject>> =
-        if let Some(ns_selector) = selector("namespaceSelector", &rule.namespace_selector)? {
-            if v1_parent_ns.is_some() {
-                return Err(bad(
-                    "namespaceSelector needs a customize hook of version v2 for a namespaced parent"
-                        .into(),
-                ));
-            }
-            if !scope.related_namespaced {
-                return Err(bad(format!(
-                    "namespaceSelector needs a namespaced resource, and {} is cluster-scoped",
-                    rule.resource
-                )));
-            }
-            let selected: HashSet<String> = namespaces
-                .iter()
-                .filter(|ns| ns_selector.matches(&ns.metadata.labels.clone().unwrap_or_default()))
-                .map(|ns| ns.name_any())
-                .collect();
-            objects
-                .iter()
-                .filter(|o| o.namespace().is_some_and(|ns| selected.contains(&ns)) && labelled(o))
-                .cloned()
-                .collect()
-        } else if let (Some(_), Some(ns)) = (&labels, namespace) {
+    let chosen: Vec<Arc<DynamicObject>> = if let Some(ns_selector) =
+        selector("namespaceSelector", &rule.namespace_selector)?
+    {
+        if v1_parent_ns.is_some() {
+            return Err(bad(
+                "namespaceSelector needs a customize hook of version v2 for a namespaced parent"
+                    .into(),
+            ));
+        }
+        if !scope.related_namespaced {
+            return Err(bad(format!(
+                "namespaceSelector needs a namespaced resource, and {} is cluster-scoped",
+                rule.resource
+            )));
+        }
+        let selected: HashSet<String> = namespaces
+            .iter()
+            .filter(|ns| ns_selector.matches(&ns.metadata.labels.clone().unwrap_or_default()))
+            .map(|ns| ns.name_any())
+            .collect();
+        objects
+            .iter()
+            .filter(|o| o.namespace().is_some_and(|ns| selected.contains(&ns)) && labelled(o))
+            .cloned()
+            .collect()
+    } else if let (Some(_), Some(ns)) = (&labels, namespace) {
+        own_namespace_only(ns)?;
+        let ns = Some(ns).filter(|_| scope.related_namespaced);
+        objects
+            .iter()
+            .filter(|o| in_namespace(o, ns) && labelled(o))
+            .cloned()
+            .collect()
+    } else if namespace.is_some() || !rule.names.is_empty() {
+        if let Some(ns) = namespace {
             own_namespace_only(ns)?;
-            let ns = Some(ns).filter(|_| scope.related_namespaced);
-            objects
-                .iter()
-                .filter(|o| in_namespace(o, ns) && labelled(o))
-                .cloned()
-                .collect()
-        } else if namespace.is_some() || !rule.names.is_empty() {
-            if let Some(ns) = namespace {
-                own_namespace_only(ns)?;
-            }
-            let ns = namespace.filter(|_| scope.related_namespaced);
-            objects
-                .iter()
-                .filter(|o| {
-                    in_namespace(o, ns) && (rule.names.is_empty() || rule.names.contains(&o.name_any()))
-                })
-                .cloned()
-                .collect()
-        } else {
-            objects
-                .iter()
-                .filter(|o| in_namespace(o, v1_parent_ns) && labelled(o))
-                .cloned()
-                .collect()
-        };
+        }
+        let ns = namespace.filter(|_| scope.related_namespaced);
+        objects
+            .iter()
+            .filter(|o| {
+                in_namespace(o, ns) && (rule.names.is_empty() || rule.names.contains(&o.name_any()))
+            })
+            .cloned()
+            .collect()
+    } else {
+        objects
+            .iter()
+            .filter(|o| in_namespace(o, v1_parent_ns) && labelled(o))
+            .cloned()
+            .collect()
+    };
     Ok(chosen)
 }
 

@@ -77,7 +77,7 @@ pub struct CompositeRequest {
 #[serde(rename_all = "camelCase")]
 pub struct CompositeResponse {
     /// Replaces the parent's status; `null` means `{}` (Metacontroller semantics).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub status: Option<Value>,
     /// `null` or missing means "no children": every observed child is deleted.
     #[serde(default, deserialize_with = "null_as_default")]
@@ -106,7 +106,7 @@ pub struct DecoratorResponse {
     #[serde(default, deserialize_with = "null_as_default")]
     pub annotations: BTreeMap<String, Option<String>>,
     /// `null` leaves the status unchanged (unlike the composite response).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub status: Option<Value>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub attachments: Vec<Value>,
@@ -151,6 +151,22 @@ where
     T: Deserialize<'de> + Default,
 {
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+}
+
+/// A status: an object or `null`. Metacontroller decodes it into a Go map, so anything else fails
+/// the sync instead of being taken for "no status".
+fn object_or_null<'de, D>(d: D) -> Result<Option<Value>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Object(_)) => Ok(Some(v)),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "status must be an object or null, got {}",
+            json_type(&other)
+        ))),
+    }
 }
 
 /// A response that cannot be used. Nothing is changed in the cluster when a sync ends with one.

@@ -68,7 +68,10 @@ fn customize_v1_keeps_a_namespaced_parent_to_its_namespace() {
     let home = scope(V1, Some("home"));
     let by_label = json!({"labelSelector": {"matchLabels": {"role": "x"}}});
     assert_eq!(names(by_label.clone(), &home), Ok(vec!["home/a".into()]));
-    assert_eq!(names(json!({}), &home), Ok(vec!["home/a".into(), "home/b".into()]));
+    assert_eq!(
+        names(json!({}), &home),
+        Ok(vec!["home/a".into(), "home/b".into()])
+    );
     assert_eq!(
         names(json!({"namespace": "away", "names": ["c"]}), &home),
         Err("relatedResources[0]: namespace \"away\" is not the parent's (\"home\"); a customize hook of version v1 reads only the parent's namespace (use version v2)".into())
@@ -94,7 +97,10 @@ fn customize_v1_keeps_a_namespaced_parent_to_its_namespace() {
 fn customize_v2_reads_any_namespace() {
     let home = scope(V2, Some("home"));
     assert_eq!(
-        names(json!({"labelSelector": {"matchLabels": {"role": "x"}}}), &home),
+        names(
+            json!({"labelSelector": {"matchLabels": {"role": "x"}}}),
+            &home
+        ),
         Ok(vec!["away/c".into(), "home/a".into()])
     );
     assert_eq!(
@@ -102,7 +108,10 @@ fn customize_v2_reads_any_namespace() {
         Ok(vec!["away/c".into()])
     );
     assert_eq!(
-        names(json!({"namespace": "away", "labelSelector": {"matchLabels": {"role": "x"}}}), &home),
+        names(
+            json!({"namespace": "away", "labelSelector": {"matchLabels": {"role": "x"}}}),
+            &home
+        ),
         Ok(vec!["away/c".into()])
     );
     // Names alone look in every namespace.
@@ -111,7 +120,10 @@ fn customize_v2_reads_any_namespace() {
         Ok(vec!["away/d".into(), "home/a".into()])
     );
     assert_eq!(
-        names(json!({"namespaceSelector": {"matchLabels": {"team": "blue"}}}), &home),
+        names(
+            json!({"namespaceSelector": {"matchLabels": {"team": "blue"}}}),
+            &home
+        ),
         Ok(vec!["away/c".into(), "away/d".into()])
     );
     assert_eq!(
@@ -123,7 +135,10 @@ fn customize_v2_reads_any_namespace() {
     );
     // An empty namespace is no namespace (Metacontroller tests its length).
     assert_eq!(
-        names(json!({"namespace": "", "namespaceSelector": {"matchLabels": {"team": "red"}}}), &home),
+        names(
+            json!({"namespace": "", "namespaceSelector": {"matchLabels": {"team": "red"}}}),
+            &home
+        ),
         Ok(vec!["home/a".into(), "home/b".into()])
     );
 }
@@ -133,7 +148,10 @@ fn invalid_rules_are_named() {
     let s = scope(V2, Some("home"));
     assert_eq!(
         names(json!({"names": ["a"], "labelSelector": {}}), &s),
-        Err("relatedResources[0]: names cannot be combined with labelSelector or namespaceSelector".into())
+        Err(
+            "relatedResources[0]: names cannot be combined with labelSelector or namespaceSelector"
+                .into()
+        )
     );
     assert_eq!(
         names(json!({"namespace": "home", "namespaceSelector": {}}), &s),

@@ -264,3 +264,30 @@ fn strict_decoding_leaves_free_form_values_alone() {
     .expect("label maps are free-form");
     assert_eq!(d.labels.len(), 1);
 }
+
+#[test]
+fn a_status_that_is_not_an_object_fails_the_sync() {
+    for mode in [DecodeMode::Loose, DecodeMode::Strict] {
+        let err = decode::<CompositeResponse>(
+            json!({"status": "ready", "children": []}),
+            mode,
+            COMPOSITE_RESPONSE_FIELDS,
+        )
+        .expect_err("a string status");
+        assert_eq!(
+            err.to_string(),
+            "the hook response does not fit the protocol: status must be an object or null, got a string"
+        );
+        let err =
+            decode::<DecoratorResponse>(json!({"status": [1]}), mode, DECORATOR_RESPONSE_FIELDS)
+                .expect_err("a list status");
+        assert!(err.to_string().ends_with("got an array"), "{err}");
+    }
+    let r: CompositeResponse = decode(
+        json!({"status": null}),
+        DecodeMode::Strict,
+        COMPOSITE_RESPONSE_FIELDS,
+    )
+    .expect("null status");
+    assert_eq!(r.status, None);
+}
