@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 
 use futures::StreamExt;
-use kube::api::{ApiResource, DynamicObject};
+use kube::api::{ApiResource, DynamicObject, TypeMeta};
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
@@ -258,7 +258,7 @@ impl InformerFactory {
         });
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), ar);
         let weak = Arc::downgrade(&informer);
-        let task = tokio::spawn(run_watch(api, weak, ready_tx, id.clone()));
+        let task = tokio::spawn(run_watch(api, ar.clone(), weak, ready_tx, id.clone()));
         if let Ok(mut slot) = informer.task.lock() {
             *slot = Some(task);
         }
@@ -267,8 +267,26 @@ impl InformerFactory {
     }
 }
 
+/// Items of a list response have no `apiVersion` and `kind` (watch events have them); every
+/// cached object gets them from the informer's type, so hooks are sent whole objects, as
+/// Metacontroller's informers give them.
+fn with_types(mut obj: DynamicObject, ar: &ApiResource) -> DynamicObject {
+    if obj
+        .types
+        .as_ref()
+        .is_none_or(|t| t.api_version.is_empty() || t.kind.is_empty())
+    {
+        obj.types = Some(TypeMeta {
+            api_version: ar.api_version.clone(),
+            kind: ar.kind.clone(),
+        });
+    }
+    obj
+}
+
 async fn run_watch(
     api: Api<DynamicObject>,
+    ar: ApiResource,
     informer: Weak<Informer>,
     ready: watch::Sender<bool>,
     id: String,
@@ -282,12 +300,12 @@ async fn run_watch(
             return;
         };
         match event {
-            Ok(Event::Apply(obj)) => informer.apply(obj),
-            Ok(Event::Delete(obj)) => informer.delete(obj),
+            Ok(Event::Apply(obj)) => informer.apply(with_types(obj, &ar)),
+            Ok(Event::Delete(obj)) => informer.delete(with_types(obj, &ar)),
             Ok(Event::Init) => relist = Some(Vec::new()),
             Ok(Event::InitApply(obj)) => match relist.as_mut() {
-                Some(buffer) => buffer.push(obj),
-                None => informer.apply(obj),
+                Some(buffer) => buffer.push(with_types(obj, &ar)),
+                None => informer.apply(with_types(obj, &ar)),
             },
             Ok(Event::InitDone) => {
                 informer.replace_all(relist.take().unwrap_or_default());
@@ -295,5 +313,35 @@ async fn run_watch(
             }
             Err(e) => tracing::warn!("watch {id}: {e}"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listed_objects_get_their_api_version_and_kind() {
+        let ar = ApiResource {
+            group: String::new(),
+            version: "v1".into(),
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            plural: "configmaps".into(),
+        };
+        let listed: DynamicObject =
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "a"}})).expect("object");
+        let typed = serde_json::to_value(with_types(listed, &ar)).expect("json");
+        assert_eq!(typed["apiVersion"], "v1");
+        assert_eq!(typed["kind"], "ConfigMap");
+        // What the server said is kept.
+        let watched: DynamicObject = serde_json::from_value(
+            serde_json::json!({"apiVersion": "v1", "kind": "Other", "metadata": {"name": "a"}}),
+        )
+        .expect("object");
+        assert_eq!(
+            with_types(watched, &ar).types.map(|t| t.kind).as_deref(),
+            Some("Other")
+        );
     }
 }

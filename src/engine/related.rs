@@ -2,7 +2,7 @@
 //! sent to its sync hook (Metacontroller reference §2.5). Answers are cached per (parent UID,
 //! generation); related types get shared informers, and any change to them resyncs the parents.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -22,7 +22,7 @@ use crate::hooks::protocol::{
     CUSTOMIZE_RESPONSE_FIELDS, CustomizeRequest, CustomizeResponse, ObjectMap, ProtocolVersion,
     RelatedResourceRule, ResponseError, decode, object_key, type_key,
 };
-use crate::selector::Selector;
+use crate::selector::{LabelSelector, Selector};
 
 /// Metacontroller keeps customize answers for 20 minutes.
 const CACHE_TTL: Duration = Duration::from_secs(20 * 60);
@@ -65,6 +65,8 @@ pub struct Related {
     queue: WorkQueue<ObjectKey>,
     answers: Mutex<HashMap<(String, i64), CachedAnswer>>,
     watched: tokio::sync::Mutex<HashMap<String, Arc<Watched>>>,
+    /// The Namespace informer, once a `namespaceSelector` rule needed it.
+    namespaces: tokio::sync::Mutex<Option<Arc<Informer>>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -99,36 +101,55 @@ impl Related {
             queue,
             answers: Mutex::default(),
             watched: tokio::sync::Mutex::default(),
+            namespaces: tokio::sync::Mutex::default(),
             tasks: Mutex::default(),
         }
     }
 
-    /// The related objects for `parent`, keyed like children, for a sync hook of `version`.
+    /// The related objects for `parent`, as a sync (or finalize) hook of `version` sees them.
+    ///
+    /// Which objects a rule selects follows the *customize* hook's version (v1 keeps a
+    /// namespaced parent to its own namespace); how the map is keyed, and whether objects outside
+    /// a namespaced parent's namespace are dropped, follows the *sync* hook's version, as in
+    /// Metacontroller, which selects into a uniform map and converts it when it builds the sync
+    /// request.
     pub async fn objects(
         &self,
         parent: &DynamicObject,
         version: ProtocolVersion,
     ) -> Result<ObjectMap, RelatedError> {
         let rules = self.rules(parent).await?;
-        let parent_ns = parent.namespace();
+        let parent_ns = if self.parent_namespaced {
+            parent.namespace()
+        } else {
+            None
+        };
         let mut map = ObjectMap::new();
         for (index, rule) in rules.iter().enumerate() {
             let watched = self.watch(index, rule).await?;
-            let entry = map
-                .entry(type_key(&watched.ty.ar.kind, &rule.api_version))
-                .or_default();
-            for obj in self.select(index, rule, &watched, parent_ns.as_deref(), version)? {
-                let key = object_key(
-                    version,
-                    self.parent_namespaced,
-                    obj.namespace().as_deref(),
-                    &obj.name_any(),
-                );
-                entry.insert(
-                    key,
-                    serde_json::to_value(obj.as_ref()).unwrap_or(Value::Null),
-                );
-            }
+            let namespaces = match rule.namespace_selector {
+                Some(_) => self.namespaces(index).await?.list(None),
+                None => Vec::new(),
+            };
+            let scope = Scope {
+                customize: self.hook.version,
+                parent_ns: parent_ns.as_deref(),
+                related_namespaced: watched.ty.namespaced,
+            };
+            let selected = select(
+                index,
+                rule,
+                &scope,
+                &watched.informer.list(None),
+                &namespaces,
+            )?;
+            insert_keyed(
+                &mut map,
+                &type_key(&watched.ty.ar.kind, &rule.api_version),
+                version,
+                parent_ns.as_deref(),
+                &selected,
+            );
         }
         Ok(map)
     }
@@ -193,6 +214,23 @@ impl Related {
             .await
             .map_err(|source| RelatedError::Discovery { index, source })?;
         let informer = self.shared.informers.informer(&ty.ar);
+        self.resync_on_changes(&informer);
+        if tokio::time::timeout(READY_TIMEOUT, informer.wait_ready())
+            .await
+            .is_err()
+        {
+            return Err(RelatedError::NotReady {
+                index,
+                resource: id,
+            });
+        }
+        let w = Arc::new(Watched { ty, informer });
+        watched.insert(id, w.clone());
+        Ok(w)
+    }
+
+    /// Resyncs every parent of this controller when anything in `informer` changes.
+    fn resync_on_changes(&self, informer: &Informer) {
         let mut rx = informer.subscribe();
         let (parents, queue) = (self.parents.clone(), self.queue.clone());
         let task = tokio::spawn(async move {
@@ -211,113 +249,12 @@ impl Related {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .push(task);
-        if tokio::time::timeout(READY_TIMEOUT, informer.wait_ready())
-            .await
-            .is_err()
-        {
-            return Err(RelatedError::NotReady {
-                index,
-                resource: id,
-            });
-        }
-        let w = Arc::new(Watched { ty, informer });
-        watched.insert(id, w.clone());
-        Ok(w)
     }
 
-    /// Metacontroller's four selection types, with v1's restrictions for namespaced parents.
-    fn select(
-        &self,
-        index: usize,
-        rule: &RelatedResourceRule,
-        watched: &Watched,
-        parent_ns: Option<&str>,
-        version: ProtocolVersion,
-    ) -> Result<Vec<Arc<DynamicObject>>, RelatedError> {
-        let bad = |problem: &str| RelatedError::Rule {
-            index,
-            problem: problem.to_owned(),
-        };
-        let selector = |sel: &Option<crate::selector::LabelSelector>| -> Result<Option<Selector>, RelatedError> {
-            sel.as_ref()
-                .map(|s| Selector::from_label_selector(s).map_err(|e| bad(&e.to_string())))
-                .transpose()
-        };
-        if !rule.names.is_empty()
-            && (rule.label_selector.is_some() || rule.namespace_selector.is_some())
-        {
-            return Err(bad(
-                "names cannot be combined with labelSelector or namespaceSelector",
-            ));
-        }
-        if rule.namespace.is_some() && rule.namespace_selector.is_some() {
-            return Err(bad("namespace cannot be combined with namespaceSelector"));
-        }
-        let v1_namespaced = version == ProtocolVersion::V1 && self.parent_namespaced;
-        if v1_namespaced {
-            if rule.namespace_selector.is_some() {
-                return Err(bad(
-                    "namespaceSelector needs hook version v2 for a namespaced parent",
-                ));
-            }
-            if let (Some(ns), Some(parent)) = (rule.namespace.as_deref(), parent_ns)
-                && !ns.is_empty()
-                && ns != parent
-            {
-                return Err(bad(&format!(
-                    "namespace {ns:?} is not the parent's ({parent:?}); use hook version v2 to read other namespaces"
-                )));
-            }
-        }
-        let labels = selector(&rule.label_selector)?;
-        let matches = |o: &DynamicObject| {
-            labels
-                .as_ref()
-                .is_none_or(|s| s.matches(&o.metadata.labels.clone().unwrap_or_default()))
-        };
-        let namespace = rule.namespace.as_deref().filter(|ns| !ns.is_empty());
-        let mut objects: Vec<Arc<DynamicObject>> =
-            if let Some(ns_sel) = selector(&rule.namespace_selector)? {
-                // Namespaces are listed from the same shared informers (Metacontroller watches them too).
-                let namespaces = self.namespaces_matching(&ns_sel);
-                watched
-                    .informer
-                    .list(None)
-                    .into_iter()
-                    .filter(|o| o.namespace().is_some_and(|ns| namespaces.contains_key(&ns)))
-                    .filter(|o| matches(o))
-                    .collect()
-            } else if labels.is_some() && namespace.is_some() {
-                watched
-                    .informer
-                    .list(namespace)
-                    .into_iter()
-                    .filter(|o| matches(o))
-                    .collect()
-            } else if namespace.is_some() || !rule.names.is_empty() {
-                watched
-                    .informer
-                    .list(namespace)
-                    .into_iter()
-                    .filter(|o| rule.names.is_empty() || rule.names.contains(&o.name_any()))
-                    .collect()
-            } else {
-                let scope = if v1_namespaced { parent_ns } else { None };
-                watched
-                    .informer
-                    .list(scope)
-                    .into_iter()
-                    .filter(|o| matches(o))
-                    .collect()
-            };
-        if v1_namespaced {
-            objects.retain(|o| o.namespace().as_deref() == parent_ns);
-        }
-        Ok(objects)
-    }
-
-    fn namespaces_matching(&self, selector: &Selector) -> BTreeMap<String, ()> {
-        // A Namespace informer shared with everything else; it is created on first use and kept.
+    /// The shared Namespace informer, listed, for `namespaceSelector` rules. Held for the life of
+    /// this controller (the factory forgets unused informers); a namespace change resyncs the
+    /// parents, so a newly labelled namespace brings its objects in.
+    async fn namespaces(&self, index: usize) -> Result<Arc<Informer>, RelatedError> {
         let ar = kube::api::ApiResource {
             group: String::new(),
             version: "v1".into(),
@@ -325,12 +262,166 @@ impl Related {
             kind: "Namespace".into(),
             plural: "namespaces".into(),
         };
+        let mut slot = self.namespaces.lock().await;
+        if let Some(informer) = slot.as_ref() {
+            return Ok(informer.clone());
+        }
         let informer = self.shared.informers.informer(&ar);
-        informer
-            .list(None)
-            .into_iter()
-            .filter(|ns| selector.matches(&ns.metadata.labels.clone().unwrap_or_default()))
-            .map(|ns| (ns.name_any(), ()))
-            .collect()
+        self.resync_on_changes(&informer);
+        if tokio::time::timeout(READY_TIMEOUT, informer.wait_ready())
+            .await
+            .is_err()
+        {
+            return Err(RelatedError::NotReady {
+                index,
+                resource: "v1/namespaces".into(),
+            });
+        }
+        *slot = Some(informer.clone());
+        Ok(informer)
     }
 }
+
+/// What limits the objects a rule may select.
+struct Scope<'a> {
+    /// The customize hook's version: under v1 a namespaced parent reads only its own namespace.
+    customize: ProtocolVersion,
+    /// The parent's namespace; `None` for a cluster-scoped parent.
+    parent_ns: Option<&'a str>,
+    /// Whether the rule's resource is namespaced.
+    related_namespaced: bool,
+}
+
+/// The objects of `objects` (every cached object of the rule's type) that rule number `index`
+/// selects: Metacontroller's four selection types (`namespaceSelector`; `labelSelector` with
+/// `namespace`; `namespace` and/or `names`; `labelSelector` alone or nothing), with the customize
+/// hook v1 restrictions for namespaced parents. `namespaces` are the cluster's namespaces, for a
+/// `namespaceSelector`.
+fn select(
+    index: usize,
+    rule: &RelatedResourceRule,
+    scope: &Scope<'_>,
+    objects: &[Arc<DynamicObject>],
+    namespaces: &[Arc<DynamicObject>],
+) -> Result<Vec<Arc<DynamicObject>>, RelatedError> {
+    let bad = |problem: String| RelatedError::Rule { index, problem };
+    let selector = |field: &str, sel: &Option<LabelSelector>| {
+        sel.as_ref()
+            .map(|s| Selector::from_label_selector(s).map_err(|e| bad(format!("{field}: {e}"))))
+            .transpose()
+    };
+    let namespace = rule.namespace.as_deref().filter(|ns| !ns.is_empty());
+    if !rule.names.is_empty()
+        && (rule.label_selector.is_some() || rule.namespace_selector.is_some())
+    {
+        return Err(bad(
+            "names cannot be combined with labelSelector or namespaceSelector".into(),
+        ));
+    }
+    if namespace.is_some() && rule.namespace_selector.is_some() {
+        return Err(bad(
+            "namespace cannot be combined with namespaceSelector".into()
+        ));
+    }
+    let labels = selector("labelSelector", &rule.label_selector)?;
+    let labelled = |o: &DynamicObject| {
+        labels
+            .as_ref()
+            .is_none_or(|s| s.matches(&o.metadata.labels.clone().unwrap_or_default()))
+    };
+    let in_namespace = |o: &DynamicObject, ns: Option<&str>| {
+        ns.is_none_or(|ns| o.namespace().as_deref() == Some(ns))
+    };
+    // Customize v1 keeps a namespaced parent to its own namespace (for namespaced types).
+    let v1_parent_ns = match (scope.customize, scope.related_namespaced) {
+        (ProtocolVersion::V1, true) => scope.parent_ns,
+        _ => None,
+    };
+    let own_namespace_only = |ns: &str| match v1_parent_ns {
+        Some(parent) if parent != ns => Err(bad(format!(
+            "namespace {ns:?} is not the parent's ({parent:?}); a customize hook of version v1 reads only the parent's namespace (use version v2)"
+        ))),
+        _ => Ok(()),
+    };
+    let chosen: Vec<Arc<DynamicObject>> = if let Some(ns_selector) =
+        selector("namespaceSelector", &rule.namespace_selector)?
+    {
+        if v1_parent_ns.is_some() {
+            return Err(bad(
+                "namespaceSelector needs a customize hook of version v2 for a namespaced parent"
+                    .into(),
+            ));
+        }
+        if !scope.related_namespaced {
+            return Err(bad(format!(
+                "namespaceSelector needs a namespaced resource, and {} is cluster-scoped",
+                rule.resource
+            )));
+        }
+        let selected: HashSet<String> = namespaces
+            .iter()
+            .filter(|ns| ns_selector.matches(&ns.metadata.labels.clone().unwrap_or_default()))
+            .map(|ns| ns.name_any())
+            .collect();
+        objects
+            .iter()
+            .filter(|o| o.namespace().is_some_and(|ns| selected.contains(&ns)) && labelled(o))
+            .cloned()
+            .collect()
+    } else if let (Some(_), Some(ns)) = (&labels, namespace) {
+        own_namespace_only(ns)?;
+        let ns = Some(ns).filter(|_| scope.related_namespaced);
+        objects
+            .iter()
+            .filter(|o| in_namespace(o, ns) && labelled(o))
+            .cloned()
+            .collect()
+    } else if namespace.is_some() || !rule.names.is_empty() {
+        if let Some(ns) = namespace {
+            own_namespace_only(ns)?;
+        }
+        let ns = namespace.filter(|_| scope.related_namespaced);
+        objects
+            .iter()
+            .filter(|o| {
+                in_namespace(o, ns) && (rule.names.is_empty() || rule.names.contains(&o.name_any()))
+            })
+            .cloned()
+            .collect()
+    } else {
+        objects
+            .iter()
+            .filter(|o| in_namespace(o, v1_parent_ns) && labelled(o))
+            .cloned()
+            .collect()
+    };
+    Ok(chosen)
+}
+
+/// Adds `objects` to `map` under `type_key` (present even when empty), keyed for a sync hook of
+/// `version` ([`object_key`]). For a v1 hook and a namespaced parent (`parent_ns`), objects
+/// outside the parent's namespace, cluster-scoped ones included, are left out: Metacontroller's
+/// conversion to the v1 ("relative") map drops them.
+fn insert_keyed(
+    map: &mut ObjectMap,
+    type_key: &str,
+    version: ProtocolVersion,
+    parent_ns: Option<&str>,
+    objects: &[Arc<DynamicObject>],
+) {
+    let entry = map.entry(type_key.to_owned()).or_default();
+    for obj in objects {
+        let ns = obj.namespace();
+        if version == ProtocolVersion::V1 && parent_ns.is_some() && ns.as_deref() != parent_ns {
+            continue;
+        }
+        let key = object_key(version, parent_ns.is_some(), ns.as_deref(), &obj.name_any());
+        entry.insert(
+            key,
+            serde_json::to_value(obj.as_ref()).unwrap_or(Value::Null),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests;

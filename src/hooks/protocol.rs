@@ -77,7 +77,7 @@ pub struct CompositeRequest {
 #[serde(rename_all = "camelCase")]
 pub struct CompositeResponse {
     /// Replaces the parent's status; `null` means `{}` (Metacontroller semantics).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub status: Option<Value>,
     /// `null` or missing means "no children": every observed child is deleted.
     #[serde(default, deserialize_with = "null_as_default")]
@@ -106,7 +106,7 @@ pub struct DecoratorResponse {
     #[serde(default, deserialize_with = "null_as_default")]
     pub annotations: BTreeMap<String, Option<String>>,
     /// `null` leaves the status unchanged (unlike the composite response).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "object_or_null")]
     pub status: Option<Value>,
     #[serde(default, deserialize_with = "null_as_default")]
     pub attachments: Vec<Value>,
@@ -153,6 +153,22 @@ where
     Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
 }
 
+/// A status: an object or `null`. Metacontroller decodes it into a Go map, so anything else fails
+/// the sync instead of being taken for "no status".
+fn object_or_null<'de, D>(d: D) -> Result<Option<Value>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+{
+    match Option::<Value>::deserialize(d)? {
+        None | Some(Value::Null) => Ok(None),
+        Some(v @ Value::Object(_)) => Ok(Some(v)),
+        Some(other) => Err(serde::de::Error::custom(format!(
+            "status must be an object or null, got {}",
+            json_type(&other)
+        ))),
+    }
+}
+
 /// A response that cannot be used. Nothing is changed in the cluster when a sync ends with one.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ResponseError {
@@ -177,21 +193,60 @@ fn json_type(v: &Value) -> &'static str {
     }
 }
 
-/// Decodes a response. In strict mode, top-level fields other than `known` are an error.
+/// The fields a response may have where Metacontroller decodes it into typed structs: Go's
+/// strict decoding reports unknown fields at any depth there, but not inside free-form values
+/// (status, children, label maps).
+#[derive(Debug)]
+pub enum Fields {
+    /// An object with these fields, each with its own shape.
+    Object(&'static [(&'static str, Fields)]),
+    /// A list whose items have this shape.
+    List(&'static Fields),
+    /// Anything goes.
+    Any,
+}
+
+impl Fields {
+    /// Adds to `out` the path of every field of `value` that this shape does not know, `at`
+    /// being the path of `value` itself (empty for the response).
+    fn unknown(&self, value: &Value, at: &str, out: &mut Vec<String>) {
+        match (self, value) {
+            (Self::Object(known), Value::Object(fields)) => {
+                for (name, inner) in fields {
+                    let path = if at.is_empty() {
+                        name.clone()
+                    } else {
+                        format!("{at}.{name}")
+                    };
+                    match known.iter().find(|(k, _)| k == name) {
+                        Some((_, shape)) => shape.unknown(inner, &path, out),
+                        None => out.push(path),
+                    }
+                }
+            }
+            (Self::List(item), Value::Array(items)) => {
+                for (index, inner) in items.iter().enumerate() {
+                    item.unknown(inner, &format!("{at}[{index}]"), out);
+                }
+            }
+            // Anything else is free-form, or a type error that decoding reports.
+            _ => {}
+        }
+    }
+}
+
+/// Decodes a response. In strict mode, fields that `known` does not list are an error.
 pub fn decode<T: DeserializeOwned>(
     value: Value,
     mode: DecodeMode,
-    known: &[&str],
+    known: &Fields,
 ) -> Result<T, ResponseError> {
-    let Value::Object(fields) = &value else {
+    if !value.is_object() {
         return Err(ResponseError::NotAnObject(json_type(&value)));
-    };
+    }
     if mode == DecodeMode::Strict {
-        let unknown: Vec<&str> = fields
-            .keys()
-            .map(String::as_str)
-            .filter(|k| !known.contains(k))
-            .collect();
+        let mut unknown = Vec::new();
+        known.unknown(&value, "", &mut unknown);
         if !unknown.is_empty() {
             return Err(ResponseError::UnknownFields(unknown.join(", ")));
         }
@@ -199,17 +254,43 @@ pub fn decode<T: DeserializeOwned>(
     serde_json::from_value(value).map_err(|e| ResponseError::Shape(e.to_string()))
 }
 
-pub const COMPOSITE_RESPONSE_FIELDS: &[&str] =
-    &["status", "children", "resyncAfterSeconds", "finalized"];
-pub const DECORATOR_RESPONSE_FIELDS: &[&str] = &[
-    "labels",
-    "annotations",
-    "status",
-    "attachments",
-    "resyncAfterSeconds",
-    "finalized",
-];
-pub const CUSTOMIZE_RESPONSE_FIELDS: &[&str] = &["relatedResources"];
+pub const COMPOSITE_RESPONSE_FIELDS: &Fields = &Fields::Object(&[
+    ("status", Fields::Any),
+    ("children", Fields::Any),
+    ("resyncAfterSeconds", Fields::Any),
+    ("finalized", Fields::Any),
+]);
+pub const DECORATOR_RESPONSE_FIELDS: &Fields = &Fields::Object(&[
+    ("labels", Fields::Any),
+    ("annotations", Fields::Any),
+    ("status", Fields::Any),
+    ("attachments", Fields::Any),
+    ("resyncAfterSeconds", Fields::Any),
+    ("finalized", Fields::Any),
+]);
+/// A `metav1.LabelSelector`.
+const LABEL_SELECTOR_FIELDS: Fields = Fields::Object(&[
+    ("matchLabels", Fields::Any),
+    (
+        "matchExpressions",
+        Fields::List(&Fields::Object(&[
+            ("key", Fields::Any),
+            ("operator", Fields::Any),
+            ("values", Fields::Any),
+        ])),
+    ),
+]);
+pub const CUSTOMIZE_RESPONSE_FIELDS: &Fields = &Fields::Object(&[(
+    "relatedResources",
+    Fields::List(&Fields::Object(&[
+        ("apiVersion", Fields::Any),
+        ("resource", Fields::Any),
+        ("labelSelector", LABEL_SELECTOR_FIELDS),
+        ("namespaceSelector", LABEL_SELECTOR_FIELDS),
+        ("namespace", Fields::Any),
+        ("names", Fields::Any),
+    ])),
+)]);
 
 /// A child type a controller declares, resolved through discovery.
 #[derive(Clone, Debug, PartialEq, Eq)]

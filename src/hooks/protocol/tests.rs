@@ -223,3 +223,71 @@ fn request_shapes_match_metacontroller() {
     .expect("valid");
     assert_eq!(customize.related_resources[0].names, vec!["x"]);
 }
+
+#[test]
+fn strict_customize_decoding_names_unknown_fields_inside_rules() {
+    let misspelt = json!({"relatedResources": [
+        {"apiVersion": "v1", "resource": "configmaps", "names": ["x"]},
+        {"apiVersion": "v1", "resource": "secrets", "nmes": ["x"],
+         "labelSelector": {"matchLabel": {"a": "b"}, "matchExpressions": [{"key": "k", "operator": "Exists", "value": []}]}},
+    ], "events": []});
+    let err = decode::<CustomizeResponse>(
+        misspelt.clone(),
+        DecodeMode::Strict,
+        CUSTOMIZE_RESPONSE_FIELDS,
+    )
+    .expect_err("strict");
+    assert_eq!(
+        err.to_string(),
+        "the hook response has unknown field(s) events, relatedResources[1].labelSelector.matchExpressions[0].value, relatedResources[1].labelSelector.matchLabel, relatedResources[1].nmes (strict decoding)"
+    );
+    // Loose decoding ignores them: the misspelt rule selects everything, as in Metacontroller.
+    let loose: CustomizeResponse =
+        decode(misspelt, DecodeMode::Loose, CUSTOMIZE_RESPONSE_FIELDS).expect("loose");
+    assert!(loose.related_resources[1].names.is_empty());
+}
+
+#[test]
+fn strict_decoding_leaves_free_form_values_alone() {
+    let r: CompositeResponse = decode(
+        json!({"status": {"anything": {"deep": 1}}, "children": [{"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a"}, "extra": 1}]}),
+        DecodeMode::Strict,
+        COMPOSITE_RESPONSE_FIELDS,
+    )
+    .expect("status and children are free-form");
+    assert_eq!(r.children[0]["extra"], 1);
+    let d: DecoratorResponse = decode(
+        json!({"labels": {"any-key": "v"}, "annotations": {"other": null}}),
+        DecodeMode::Strict,
+        DECORATOR_RESPONSE_FIELDS,
+    )
+    .expect("label maps are free-form");
+    assert_eq!(d.labels.len(), 1);
+}
+
+#[test]
+fn a_status_that_is_not_an_object_fails_the_sync() {
+    for mode in [DecodeMode::Loose, DecodeMode::Strict] {
+        let err = decode::<CompositeResponse>(
+            json!({"status": "ready", "children": []}),
+            mode,
+            COMPOSITE_RESPONSE_FIELDS,
+        )
+        .expect_err("a string status");
+        assert_eq!(
+            err.to_string(),
+            "the hook response does not fit the protocol: status must be an object or null, got a string"
+        );
+        let err =
+            decode::<DecoratorResponse>(json!({"status": [1]}), mode, DECORATOR_RESPONSE_FIELDS)
+                .expect_err("a list status");
+        assert!(err.to_string().ends_with("got an array"), "{err}");
+    }
+    let r: CompositeResponse = decode(
+        json!({"status": null}),
+        DecodeMode::Strict,
+        COMPOSITE_RESPONSE_FIELDS,
+    )
+    .expect("null status");
+    assert_eq!(r.status, None);
+}
