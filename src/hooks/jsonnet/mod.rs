@@ -11,7 +11,7 @@ mod resolver;
 mod trace;
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use jrsonnet_evaluator::{
@@ -25,7 +25,9 @@ use jrsonnet_stdlib::ContextInitializer;
 use serde::{Deserialize, Serialize};
 
 use super::FileStamp;
+use super::boundary::{ImportRoots, denied_tree};
 use super::{EvalError, HookSource, LimitKind};
+use jrsonnet_ir::{SourceFile, SourcePath};
 pub use lazy_json::Json;
 pub use resolver::BUNDLED;
 use resolver::{HookImportResolver, Stamps};
@@ -171,16 +173,21 @@ impl JsonnetEvaluator {
     }
 
     fn load(&self, source: &HookSource) -> Result<LoadedHook, EvalError> {
-        let (hook_jpath, main): (&[PathBuf], Main<'_>) = match source {
-            HookSource::JsonnetFile { path, jpath } => (jpath, Main::File(path)),
-            HookSource::JsonnetInline { name, code, jpath } => (jpath, Main::Inline(name, code)),
+        let (roots, main) = match source {
+            HookSource::JsonnetFile { path, jpath } => (
+                ImportRoots::for_file(path, jpath, &self.options.jpath),
+                Main::File(main_file(path)?),
+            ),
+            HookSource::JsonnetInline { name, code, jpath } => (
+                ImportRoots::inline(jpath, &self.options.jpath),
+                Main::Inline(name, code),
+            ),
             _ => return Err(EvalError::Worker("not a Jsonnet hook".into())),
         };
-        let search: Vec<PathBuf> = hook_jpath
-            .iter()
-            .chain(&self.options.jpath)
-            .cloned()
-            .collect();
+        let main_real = match &main {
+            Main::File(real) => Some(real.clone()),
+            Main::Inline(..) => None,
+        };
         let stamps: Stamps = Rc::default();
         let name = source.display_name();
 
@@ -198,22 +205,15 @@ impl JsonnetEvaluator {
         }
         let mut builder = State::builder();
         builder
-            .import_resolver(HookImportResolver::new(search, stamps.clone()))
+            .import_resolver(HookImportResolver::new(roots, main_real, stamps.clone()))
             .context_initializer(std_ctx);
         let state = builder.build();
         let value = {
             let _entered = state.enter();
             let _depth = jrsonnet_evaluator::stack::limit_stack_depth(self.max_stack);
             match main {
-                Main::File(path) => {
-                    if let Err(e) = std::fs::metadata(path) {
-                        return Err(EvalError::Load {
-                            path: path.display().to_string(),
-                            reason: e.to_string(),
-                        });
-                    }
-                    state.import(path.as_path())
-                }
+                // Loaded as resolved: the hook file itself is not an import.
+                Main::File(real) => state.import_resolved(SourcePath::new(SourceFile::new(real))),
                 Main::Inline(name, code) => {
                     state.evaluate_snippet(name.as_str(), trace::rewrite(name, code))
                 }
@@ -229,7 +229,26 @@ impl JsonnetEvaluator {
     }
 }
 
+/// The real path of a hook file, refused when it is missing or under `/proc`, `/sys` or `/dev`.
+/// The file itself was chosen by the operator (a path on the command line, or a controller spec's
+/// `file` inside `--hook-dir`), so it may live anywhere else.
+fn main_file(path: &Path) -> Result<PathBuf, EvalError> {
+    let load_error = |reason: String| EvalError::Load {
+        path: path.display().to_string(),
+        reason,
+    };
+    let real = std::fs::canonicalize(path).map_err(|e| load_error(e.to_string()))?;
+    if let Some(tree) = denied_tree(&real) {
+        return Err(load_error(format!(
+            "{} is under {tree}, which hooks may never read",
+            real.display()
+        )));
+    }
+    Ok(real)
+}
+
 enum Main<'a> {
-    File(&'a PathBuf),
+    /// The hook file's real path.
+    File(PathBuf),
     Inline(&'a String, &'a String),
 }
