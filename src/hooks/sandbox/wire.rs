@@ -2,6 +2,7 @@
 //!
 //! Every message is a frame: a little-endian `u32` length, then that many bytes.
 //! - pool → worker, once: a JSON [`WorkerInit`] frame;
+//! - worker → pool, once, in answer: a JSON [`Confinement`] frame (what the worker gave up);
 //! - pool → worker, per request: a JSON [`HookSource`] frame, then the raw request body frame;
 //! - worker → pool, per request: one tag byte, then
 //!   - [`TAG_OK`]: a frame holding the response text, then a JSON frame with the files the
@@ -15,6 +16,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::hooks::Limits;
 use crate::hooks::jsonnet::JsonnetOptions;
+use crate::hooks::tera::TeraEnv;
+
+pub use super::confine::Confinement;
 
 pub const TAG_OK: u8 = 0;
 pub const TAG_ERR: u8 = 1;
@@ -30,6 +34,10 @@ pub struct WorkerInit {
     /// Whether the pool keeps a response cache. Without one, the dependencies frame is always
     /// `null`, so an uncached request costs no stamp copy or JSON on either side.
     pub report_dependencies: bool,
+    /// The variables Tera's `get_env` may read, with their values in the pool's environment
+    /// (the worker's own environment is empty).
+    #[serde(default)]
+    pub tera_env: TeraEnv,
 }
 
 /// Reads one frame; `Ok(None)` on a clean end of stream before the frame starts.
