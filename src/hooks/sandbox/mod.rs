@@ -332,9 +332,8 @@ impl Inner {
         EvalError::limit(
             LimitKind::Deadline,
             format!(
-                "the request waited {:?} for an evaluation worker and was not evaluated \
-                 (the deadline includes waiting; {tenant} held {} of {workers} workers, \
-                 at most {} at once)",
+                "the request waited {:?} for a worker and was not evaluated (the deadline \
+                 includes waiting; {tenant} held {} of {workers} workers, at most {} at once)",
                 self.config.limits.deadline, seen.held, seen.per_tenant
             ),
         )
@@ -369,11 +368,16 @@ impl Inner {
         let result = tokio::time::timeout(remaining, work).await;
         drop(slot);
         result.unwrap_or_else(|_| {
+            // A wait shorter than a millisecond is not worth a mention.
+            let wait = if waited >= Duration::from_millis(1) {
+                format!(" ({waited:?} of it spent waiting for a worker)")
+            } else {
+                String::new()
+            };
             Err(EvalError::limit(
                 LimitKind::Deadline,
                 format!(
-                    "the evaluation ran longer than {:?} and was stopped (the deadline includes \
-                     the {waited:?} it waited for a worker)",
+                    "the evaluation ran longer than {:?} and was stopped{wait}",
                     limits.deadline
                 ),
             ))
@@ -393,3 +397,6 @@ impl Inner {
         Ok(worker)
     }
 }
+
+#[cfg(test)]
+mod tests;
