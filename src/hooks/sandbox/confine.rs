@@ -44,6 +44,14 @@ pub struct Confinement {
 }
 
 impl Confinement {
+    /// A report that says nothing was confirmed, for `reason`.
+    pub fn unknown(reason: String) -> Self {
+        Self {
+            no_new_privs: Err(reason.clone()),
+            seccomp: Err(reason),
+        }
+    }
+
     pub fn is_complete(&self) -> bool {
         self.no_new_privs.is_ok() && self.seccomp.is_ok()
     }

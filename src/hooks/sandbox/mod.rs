@@ -30,7 +30,7 @@ use super::tera::TeraEnv;
 use super::{EvalError, FileStamp, HookDirs, HookSource, LimitKind, Limits};
 use confine::Confinement;
 use fair::{FairSlots, Slot, Tenant};
-use wire::{TAG_ERR, TAG_OK, WorkerInit};
+use wire::{TAG_CONFINEMENT, TAG_ERR, TAG_OK, WorkerInit};
 
 /// Default size of the response cache: thousands of typical sync requests and responses.
 pub const DEFAULT_RESPONSE_CACHE_BYTES: u64 = 64 << 20;
@@ -96,15 +96,12 @@ struct Worker {
     child: Child,
     stdin: ChildStdin,
     stdout: BufReader<ChildStdout>,
+    /// The confinement report, once read and until the pool takes it.
+    confinement: Option<Confinement>,
 }
 
 impl Worker {
-    /// Starts a worker and initialises it; returns it with what it reported about its
-    /// confinement.
-    async fn spawn(
-        config: &SandboxConfig,
-        tera_env: &TeraEnv,
-    ) -> Result<(Self, Confinement), EvalError> {
+    async fn spawn(config: &SandboxConfig, tera_env: &TeraEnv) -> Result<Self, EvalError> {
         let mut child = Command::new(&config.program)
             .arg(WORKER_SUBCOMMAND)
             .env_clear()
@@ -127,26 +124,21 @@ impl Worker {
             child,
             stdin,
             stdout: BufReader::new(stdout),
+            confinement: None,
         };
         let init = serde_json::to_vec(&WorkerInit {
             options: config.jsonnet.clone(),
             limits: config.limits.clone(),
             report_dependencies: config.response_cache_bytes > 0,
             tera_env: tera_env.clone(),
+            report_confinement: true,
         })
         .map_err(|e| EvalError::Worker(e.to_string()))?;
         worker
             .send(&[&init])
             .await
             .map_err(|e| EvalError::Worker(format!("cannot initialise worker: {e}")))?;
-        let report = worker
-            .read_frame()
-            .await
-            .map_err(|e| EvalError::Worker(format!("worker did not start: {e}")))?;
-        let confinement = serde_json::from_slice(&report).map_err(|e| {
-            EvalError::Worker(format!("unreadable confinement report from worker: {e}"))
-        })?;
-        Ok((worker, confinement))
+        Ok(worker)
     }
 
     async fn send(&mut self, frames: &[&[u8]]) -> std::io::Result<()> {
@@ -177,7 +169,14 @@ impl Worker {
         request: &[u8],
     ) -> std::io::Result<Result<Answer, EvalError>> {
         self.send(&[header, request]).await?;
-        let tag = self.stdout.read_u8().await?;
+        let mut tag = self.stdout.read_u8().await?;
+        if tag == TAG_CONFINEMENT {
+            let report = self.read_frame().await?;
+            self.confinement = Some(serde_json::from_slice(&report).unwrap_or_else(|e| {
+                Confinement::unknown(format!("unreadable report from the worker: {e}"))
+            }));
+            tag = self.stdout.read_u8().await?;
+        }
         let payload = self.read_frame().await?;
         match tag {
             TAG_OK => {
@@ -352,9 +351,13 @@ impl Inner {
             let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
             let mut worker = match idle {
                 Some(worker) => worker,
-                None => self.start_worker().await?,
+                None => Worker::spawn(&self.config, &self.policy.tera_env).await?,
             };
-            match worker.exchange(&header, &request).await {
+            let exchanged = worker.exchange(&header, &request).await;
+            if let Some(confinement) = worker.confinement.take() {
+                self.record(confinement);
+            }
+            match exchanged {
                 Ok(result) => {
                     if let Ok(mut idle) = self.idle.lock() {
                         idle.push(worker);
@@ -384,8 +387,9 @@ impl Inner {
         })
     }
 
-    async fn start_worker(&self) -> Result<Worker, EvalError> {
-        let (worker, confinement) = Worker::spawn(&self.config, &self.policy.tera_env).await?;
+    /// Keeps the first worker's report and logs it; later workers run the same binary on the
+    /// same kernel, so one line says it for all.
+    fn record(&self, confinement: Confinement) {
         if self.confinement.set(confinement.clone()).is_ok() {
             match confinement.shortfall() {
                 Some(line) => tracing::warn!("{line}"),
@@ -394,7 +398,6 @@ impl Inner {
                 ),
             }
         }
-        Ok(worker)
     }
 }
 

@@ -12,7 +12,7 @@
 use std::io::{self, BufReader, BufWriter, Write};
 
 use super::confine::{self, Confinement};
-use super::wire::{self, TAG_ERR, TAG_OK, WorkerInit};
+use super::wire::{self, TAG_CONFINEMENT, TAG_ERR, TAG_OK, WorkerInit};
 use crate::hooks::eval::Evaluator;
 use crate::hooks::{EvalError, HookSource};
 
@@ -51,11 +51,14 @@ fn serve(confinement: Confinement) -> Result<(), WorkerError> {
     let init = wire::read_frame(&mut input)?.ok_or(WorkerError::NoInit)?;
     let init: WorkerInit = serde_json::from_slice(&init).map_err(WorkerError::Init)?;
     limit_memory(init.limits.max_memory_bytes);
-    wire::write_frame(
-        &mut output,
-        &serde_json::to_vec(&confinement).unwrap_or_default(),
-    )?;
-    output.flush()?;
+    if init.report_confinement {
+        output.write_all(&[TAG_CONFINEMENT])?;
+        wire::write_frame(
+            &mut output,
+            &serde_json::to_vec(&confinement).unwrap_or_default(),
+        )?;
+        output.flush()?;
+    }
     let mut evaluator = Evaluator::with_tera_env(init.options, &init.limits, init.tera_env);
 
     while let Some(header) = wire::read_frame(&mut input)? {
