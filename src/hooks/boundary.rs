@@ -297,6 +297,24 @@ impl HookDirs {
     }
 }
 
+/// The real path of a hook file, refused when it is missing or under `/proc`, `/sys` or `/dev`.
+/// The file itself was chosen by the operator (a path on the command line, or a controller spec's
+/// `file` inside `--hook-dir`), so it may live anywhere else.
+pub fn hook_file(path: &Path) -> Result<PathBuf, crate::hooks::EvalError> {
+    let load_error = |reason: String| crate::hooks::EvalError::Load {
+        path: path.display().to_string(),
+        reason,
+    };
+    let real = std::fs::canonicalize(path).map_err(|e| load_error(e.to_string()))?;
+    if let Some(tree) = denied_tree(&real) {
+        return Err(load_error(format!(
+            "{} is under {tree}, which hooks may never read",
+            real.display()
+        )));
+    }
+    Ok(real)
+}
+
 impl fmt::Display for ImportRoots {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.describe())

@@ -119,7 +119,8 @@ fn load(source: &HookSource, env: &Arc<TeraEnv>) -> Result<LoadedTemplate, EvalE
     let (name, text, stamp) = match source {
         HookSource::TeraFile { path } => {
             let stamp = FileStamp::of(path);
-            let text = std::fs::read_to_string(path).map_err(|e| EvalError::Load {
+            let real = super::boundary::hook_file(path)?;
+            let text = std::fs::read_to_string(real).map_err(|e| EvalError::Load {
                 path: path.display().to_string(),
                 reason: e.to_string(),
             })?;

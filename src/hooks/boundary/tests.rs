@@ -382,16 +382,23 @@ fn the_evaluator_refuses_every_escape_from_an_inline_hook() {
 
 #[test]
 fn a_hook_file_under_proc_is_refused_to_load() {
-    let source = HookSource::JsonnetFile {
-        path: PathBuf::from("/proc/self/environ"),
-        jpath: vec![],
-    };
-    match evaluate(&source, &[]) {
-        Err(EvalError::Load { path, reason }) => {
-            assert_eq!(path, "/proc/self/environ");
-            assert!(reason.contains("which hooks may never read"), "{reason}");
+    let sources = [
+        HookSource::JsonnetFile {
+            path: PathBuf::from("/proc/self/environ"),
+            jpath: vec![],
+        },
+        HookSource::TeraFile {
+            path: PathBuf::from("/proc/self/environ"),
+        },
+    ];
+    for source in sources {
+        match evaluate(&source, &[]) {
+            Err(EvalError::Load { path, reason }) => {
+                assert_eq!(path, "/proc/self/environ");
+                assert!(reason.contains("which hooks may never read"), "{reason}");
+            }
+            other => panic!("{source:?}: {other:?}"),
         }
-        other => panic!("{other:?}"),
     }
 }
 

@@ -11,7 +11,7 @@ mod resolver;
 mod trace;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::rc::Rc;
 
 use jrsonnet_evaluator::{
@@ -25,7 +25,7 @@ use jrsonnet_stdlib::ContextInitializer;
 use serde::{Deserialize, Serialize};
 
 use super::FileStamp;
-use super::boundary::{ImportRoots, denied_tree};
+use super::boundary::{ImportRoots, hook_file};
 use super::{EvalError, HookSource, LimitKind};
 use jrsonnet_ir::{SourceFile, SourcePath};
 pub use lazy_json::Json;
@@ -176,7 +176,7 @@ impl JsonnetEvaluator {
         let (roots, main) = match source {
             HookSource::JsonnetFile { path, jpath } => (
                 ImportRoots::for_file(path, jpath, &self.options.jpath),
-                Main::File(main_file(path)?),
+                Main::File(hook_file(path)?),
             ),
             HookSource::JsonnetInline { name, code, jpath } => (
                 ImportRoots::inline(jpath, &self.options.jpath),
@@ -227,24 +227,6 @@ impl JsonnetEvaluator {
             stamps,
         })
     }
-}
-
-/// The real path of a hook file, refused when it is missing or under `/proc`, `/sys` or `/dev`.
-/// The file itself was chosen by the operator (a path on the command line, or a controller spec's
-/// `file` inside `--hook-dir`), so it may live anywhere else.
-fn main_file(path: &Path) -> Result<PathBuf, EvalError> {
-    let load_error = |reason: String| EvalError::Load {
-        path: path.display().to_string(),
-        reason,
-    };
-    let real = std::fs::canonicalize(path).map_err(|e| load_error(e.to_string()))?;
-    if let Some(tree) = denied_tree(&real) {
-        return Err(load_error(format!(
-            "{} is under {tree}, which hooks may never read",
-            real.display()
-        )));
-    }
-    Ok(real)
 }
 
 enum Main<'a> {
