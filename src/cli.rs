@@ -8,9 +8,10 @@ pub mod goflags;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::hooks::Limits;
 use crate::hooks::jsonnet::JsonnetOptions;
-use crate::hooks::sandbox::{Sandbox, SandboxConfig};
+use crate::hooks::sandbox::{Sandbox, SandboxConfig, SandboxPolicy};
+use crate::hooks::tera::TeraEnv;
+use crate::hooks::{HookDirs, Limits};
 use crate::httpd::{self, HttpdError};
 use crate::render;
 
@@ -21,16 +22,29 @@ pub struct EvalOptions {
     pub limits: Limits,
     pub workers: Option<usize>,
     pub response_cache_bytes: u64,
+    /// What Tera's `get_env` may read (`--tera-env-allow`).
+    pub tera_env: TeraEnv,
 }
 
 impl EvalOptions {
+    /// The sandbox for hooks the operator named (`httpd`, `render`).
     pub fn sandbox(&self) -> std::io::Result<Sandbox> {
+        self.sandbox_for(HookDirs::default())
+    }
+
+    /// The sandbox for controllers, whose specs may name files inside `hook_dirs`.
+    pub fn sandbox_for(&self, hook_dirs: HookDirs) -> std::io::Result<Sandbox> {
         let mut config = SandboxConfig::for_current_exe(self.limits.clone(), self.jsonnet.clone())?;
         if let Some(workers) = self.workers {
             config.workers = workers;
         }
         config.response_cache_bytes = self.response_cache_bytes;
-        Ok(Sandbox::new(config))
+        let policy = SandboxPolicy {
+            tera_env: self.tera_env.clone(),
+            hook_dirs,
+            per_tenant: None,
+        };
+        Ok(Sandbox::with_policy(config, policy))
     }
 }
 
@@ -188,6 +202,8 @@ pub struct RunOptions {
     pub client_rate_limit: Option<crate::client_limit::RateLimit>,
     /// Flags accepted for compatibility that change nothing, logged at startup.
     pub notices: Vec<args::Notice>,
+    /// Where controller specs may point `file` and `jpath` (`--hook-dir`).
+    pub hook_dirs: Vec<PathBuf>,
 }
 
 async fn kube_config(path: Option<&Path>) -> Result<kube::Config, String> {
@@ -274,7 +290,7 @@ pub async fn run(options: RunOptions, eval: &EvalOptions) -> ExitCode {
     let result = async {
         let config = kube_config(options.kubeconfig.as_deref()).await?;
         let sandbox = eval
-            .sandbox()
+            .sandbox_for(HookDirs::new(&options.hook_dirs))
             .map_err(|e| format!("cannot start the hook sandbox: {e}"))?;
         let engine = crate::engine::Engine::start(
             config,

@@ -180,6 +180,11 @@ pub struct RunArgs {
     #[arg(long, value_name = "NAME", help_heading = NO_EFFECT)]
     pub leader_election_id: Option<String>,
 
+    /// A directory whose files controller specs may name in a hook's `file` and `jpath`
+    /// (repeatable). Without one, specs may only use inline code and configMapRef.
+    #[arg(long = "hook-dir", value_name = "DIR")]
+    pub hook_dirs: Vec<PathBuf>,
+
     #[command(flatten)]
     pub eval: EvalArgs,
 }
@@ -221,6 +226,17 @@ pub struct EvalArgs {
     /// unchanged (0 turns it off).
     #[arg(long, default_value = "64MiB", value_parser = size)]
     pub response_cache: u64,
+    /// An environment variable Tera templates may read with get_env (repeatable; its value when
+    /// kubelambda starts). Hooks see no other variable.
+    #[arg(long = "tera-env-allow", value_name = "NAME", value_parser = env_name)]
+    pub tera_env_allow: Vec<String>,
+}
+
+fn env_name(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.contains(['=', '\0']) {
+        return Err(format!("{text:?} is not an environment variable name"));
+    }
+    Ok(text.to_owned())
 }
 
 fn size(text: &str) -> Result<u64, String> {
@@ -321,6 +337,7 @@ impl RunArgs {
                 .filter(|s| !s.trim().is_empty()),
             client_rate_limit: self.rate_limit(),
             notices: self.notices(),
+            hook_dirs: self.hook_dirs.clone(),
         }
     }
 
@@ -432,6 +449,14 @@ impl EvalArgs {
             },
             workers: self.eval_workers,
             response_cache_bytes: self.response_cache,
+            tera_env: self
+                .tera_env_allow
+                .into_iter()
+                .map(|name| {
+                    let value = std::env::var(&name).ok();
+                    (name, value)
+                })
+                .collect(),
         })
     }
 }

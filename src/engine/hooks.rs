@@ -15,7 +15,7 @@ use crate::hooks::protocol::{DecodeMode, ProtocolVersion};
 use crate::hooks::sandbox::Sandbox;
 use crate::hooks::webhook::tls::ClientPool;
 use crate::hooks::webhook::{DEFAULT_MAX_RESPONSE_BYTES, EtagSettings, Webhook, WebhookConfig};
-use crate::hooks::{Hook, HookSource};
+use crate::hooks::{Hook, HookSource, SpecPathError};
 use connection::{Connection, ConnectionSpec, Reader};
 
 /// A hook ready to call, with how to read its answers.
@@ -30,6 +30,9 @@ pub struct BuiltHook {
 pub enum HookBuildError {
     #[error(transparent)]
     Spec(#[from] ApiError),
+    /// A `file` or `jpath` outside the operator's `--hook-dir`s.
+    #[error(transparent)]
+    HookPath(#[from] SpecPathError),
     /// A Secret or ConfigMap could not be read (other than not existing).
     #[error("{path}: cannot read {kind} {namespace}/{name}: {source}")]
     Read {
@@ -140,8 +143,14 @@ impl HookFactory {
                 }
             }
             HookBackend::Jsonnet(jsonnet) => {
-                let jpath: Vec<PathBuf> = jsonnet.jpath.iter().map(PathBuf::from).collect();
                 let spath = format!("{path}.jsonnet");
+                let dirs = self.sandbox.hook_dirs();
+                let jpath = jsonnet
+                    .jpath
+                    .iter()
+                    .enumerate()
+                    .map(|(i, dir)| dirs.confine(dir, &format!("{spath}.jpath[{i}]")))
+                    .collect::<Result<Vec<PathBuf>, _>>()?;
                 let source = match self.code(jsonnet.source(&spath)?, &spath, owner).await? {
                     Code::Inline { name, text } => HookSource::JsonnetInline {
                         name,
@@ -150,7 +159,7 @@ impl HookFactory {
                     },
                     Code::File(path) => HookSource::JsonnetFile { path, jpath },
                 };
-                self.evaluated(source, version)
+                self.evaluated(source, version, owner)
             }
             HookBackend::Tera(tera) => {
                 let spath = format!("{path}.tera");
@@ -161,7 +170,7 @@ impl HookFactory {
                     },
                     Code::File(path) => HookSource::TeraFile { path },
                 };
-                self.evaluated(source, version)
+                self.evaluated(source, version, owner)
             }
         };
         Ok(built)
@@ -208,10 +217,12 @@ impl HookFactory {
         ))
     }
 
-    fn evaluated(&self, source: HookSource, version: ProtocolVersion) -> BuiltHook {
+    /// An evaluated hook whose requests count for the controller `owner`, so one controller
+    /// cannot take every worker of the sandbox.
+    fn evaluated(&self, source: HookSource, version: ProtocolVersion, owner: &str) -> BuiltHook {
         BuiltHook {
             hook: Hook::Evaluated {
-                sandbox: self.sandbox.clone(),
+                sandbox: self.sandbox.for_tenant(owner),
                 source,
             },
             version,
@@ -230,7 +241,11 @@ impl HookFactory {
                 name: format!("{owner} {path}"),
                 text: text.to_owned(),
             },
-            spec::HookSource::File(file) => Code::File(PathBuf::from(file)),
+            spec::HookSource::File(file) => Code::File(
+                self.sandbox
+                    .hook_dirs()
+                    .confine(file, &format!("{path}.file"))?,
+            ),
             spec::HookSource::ConfigMap(r) => {
                 let bytes = Reader::new(&self.client)
                     .config_map_key(path, &r.namespace, &r.name, &r.key)

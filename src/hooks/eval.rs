@@ -2,7 +2,7 @@
 //! `hooks::sandbox`), and directly in unit tests.
 
 use super::jsonnet::{Json, JsonnetEvaluator, JsonnetOptions};
-use super::tera::TeraEvaluator;
+use super::tera::{TeraEnv, TeraEvaluator};
 use super::{EvalError, FileStamp, HookSource, Limits};
 
 pub struct Evaluator {
@@ -13,16 +13,21 @@ pub struct Evaluator {
 
 impl Evaluator {
     pub fn new(options: JsonnetOptions, limits: &Limits) -> Self {
+        Self::with_tera_env(options, limits, TeraEnv::new())
+    }
+
+    /// Like [`Evaluator::new`], with the environment variables Tera's `get_env` may read.
+    pub fn with_tera_env(options: JsonnetOptions, limits: &Limits, tera_env: TeraEnv) -> Self {
         Self {
             jsonnet: JsonnetEvaluator::new(options, limits.max_stack, limits.max_output_bytes),
-            tera: TeraEvaluator::default(),
+            tera: TeraEvaluator::with_env(tera_env),
             max_output_bytes: limits.max_output_bytes,
         }
     }
 
     /// The files the last successful evaluation of `source` depended on, when its response may
     /// be reused for an identical request; `None` when it may not. Tera templates are never
-    /// reused: Tera's built-in `now()`, `get_random()` and `get_env()` make them impure.
+    /// reused: Tera's built-in `now()` and `get_random()` make them impure.
     pub fn dependencies(&self, source: &HookSource) -> Option<Vec<FileStamp>> {
         match source {
             HookSource::JsonnetFile { .. } | HookSource::JsonnetInline { .. } => {

@@ -12,6 +12,7 @@ pub mod sandbox;
 pub mod tera;
 pub mod webhook;
 
+mod boundary;
 mod error;
 mod hook;
 mod source;
@@ -19,6 +20,7 @@ mod stamp;
 
 pub use stamp::FileStamp;
 
+pub use boundary::{BoundaryError, HookDirs, SpecPathError};
 pub use error::{EvalError, LimitKind};
 pub use hook::{Hook, HookError};
 pub use source::{HookSource, Limits, SourceError};

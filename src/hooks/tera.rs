@@ -3,8 +3,14 @@
 //! The template context holds the request's top-level fields (`parent`, `children`, `related`,
 //! `controller`, `finalizing`, or `object` and `attachments` for decorators) and `request`, the
 //! whole request. Filters Kubernetes authors expect from Helm are registered on every template.
+//!
+//! What a template can reach beyond the request: `get_env` sees only the variables the operator
+//! allowed with `--tera-env-allow` (their values as they were when kubelambda started), and
+//! `include`, `import` and `extends` see only the hook's own template (each hook is its own Tera
+//! instance with one template), so a template reads no files.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use base64::Engine;
 use serde_json::Value;
@@ -25,10 +31,18 @@ impl LoadedTemplate {
     }
 }
 
+/// The environment variables templates may read with `get_env`: the names the operator allowed
+/// (`--tera-env-allow NAME`), with their values in the kubelambda process (`None`: not set).
+pub type TeraEnv = BTreeMap<String, Option<String>>;
+
+/// The flag that allows a name for `get_env`, as errors name it.
+pub const TERA_ENV_FLAG: &str = "--tera-env-allow";
+
 /// Renders Tera hooks; keeps each template parsed until its file changes.
 #[derive(Default)]
 pub struct TeraEvaluator {
     templates: HashMap<HookSource, LoadedTemplate>,
+    env: Arc<TeraEnv>,
 }
 
 /// Joins an error with its causes: Tera puts the useful part (which variable, which line) in the
@@ -45,6 +59,14 @@ fn describe(error: &tera::Error) -> String {
 }
 
 impl TeraEvaluator {
+    /// An evaluator whose templates may read the variables in `env` with `get_env`.
+    pub fn with_env(env: TeraEnv) -> Self {
+        Self {
+            templates: HashMap::new(),
+            env: Arc::new(env),
+        }
+    }
+
     pub fn evaluate(
         &mut self,
         source: &HookSource,
@@ -55,7 +77,7 @@ impl TeraEvaluator {
             self.templates.remove(source);
         }
         if !self.templates.contains_key(source) {
-            let loaded = load(source)?;
+            let loaded = load(source, &self.env)?;
             self.templates.insert(source.clone(), loaded);
         }
         let Some(template) = self.templates.get(source) else {
@@ -93,11 +115,12 @@ impl TeraEvaluator {
     }
 }
 
-fn load(source: &HookSource) -> Result<LoadedTemplate, EvalError> {
+fn load(source: &HookSource, env: &Arc<TeraEnv>) -> Result<LoadedTemplate, EvalError> {
     let (name, text, stamp) = match source {
         HookSource::TeraFile { path } => {
             let stamp = FileStamp::of(path);
-            let text = std::fs::read_to_string(path).map_err(|e| EvalError::Load {
+            let real = super::boundary::hook_file(path)?;
+            let text = std::fs::read_to_string(real).map_err(|e| EvalError::Load {
                 path: path.display().to_string(),
                 reason: e.to_string(),
             })?;
@@ -110,6 +133,8 @@ fn load(source: &HookSource) -> Result<LoadedTemplate, EvalError> {
     // Responses are YAML, not HTML.
     tera.autoescape_on(vec![]);
     register_filters(&mut tera);
+    // Replaces Tera's built-in, which reads any variable of the process.
+    tera.register_function("get_env", env_function(env.clone()));
     tera.add_raw_template(&name, &text)
         .map_err(|e| EvalError::Hook(describe(&e)))?;
     Ok(LoadedTemplate { tera, name, stamp })
@@ -147,6 +172,35 @@ pub fn to_response_json(value: &Value) -> String {
 }
 
 type FilterArgs = HashMap<String, Value>;
+
+/// `get_env(name="X", default=...)` over the allowed variables only. Like Tera's: an unset
+/// variable gives `default`, or an error without one. A name the operator did not allow is an
+/// error naming the flag, whether or not a default is given, so a template cannot probe names.
+fn env_function(env: Arc<TeraEnv>) -> impl tera::Function {
+    move |args: &FilterArgs| -> tera::Result<Value> {
+        let name = match args.get("name") {
+            Some(Value::String(name)) => name,
+            Some(other) => {
+                return Err(tera::Error::msg(format!(
+                    "get_env: `name` must be a string, got {other}"
+                )));
+            }
+            None => return Err(tera::Error::msg("get_env: missing the `name` argument")),
+        };
+        match env.get(name) {
+            None => Err(tera::Error::msg(format!(
+                "get_env(name={name:?}): {name} is not an allowed environment variable; \
+                 the operator can allow it with {TERA_ENV_FLAG} {name}"
+            ))),
+            Some(Some(value)) => Ok(Value::String(value.clone())),
+            Some(None) => args.get("default").cloned().ok_or_else(|| {
+                tera::Error::msg(format!(
+                    "get_env(name={name:?}): {name} is allowed but not set in kubelambda's environment"
+                ))
+            }),
+        }
+    }
+}
 
 fn register_filters(tera: &mut tera::Tera) {
     tera.register_filter("to_json", filter_to_json);

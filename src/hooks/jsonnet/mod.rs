@@ -25,7 +25,9 @@ use jrsonnet_stdlib::ContextInitializer;
 use serde::{Deserialize, Serialize};
 
 use super::FileStamp;
+use super::boundary::{ImportRoots, hook_file};
 use super::{EvalError, HookSource, LimitKind};
+use jrsonnet_ir::{SourceFile, SourcePath};
 pub use lazy_json::Json;
 pub use resolver::BUNDLED;
 use resolver::{HookImportResolver, Stamps};
@@ -171,16 +173,21 @@ impl JsonnetEvaluator {
     }
 
     fn load(&self, source: &HookSource) -> Result<LoadedHook, EvalError> {
-        let (hook_jpath, main): (&[PathBuf], Main<'_>) = match source {
-            HookSource::JsonnetFile { path, jpath } => (jpath, Main::File(path)),
-            HookSource::JsonnetInline { name, code, jpath } => (jpath, Main::Inline(name, code)),
+        let (roots, main) = match source {
+            HookSource::JsonnetFile { path, jpath } => (
+                ImportRoots::for_file(path, jpath, &self.options.jpath),
+                Main::File(hook_file(path)?),
+            ),
+            HookSource::JsonnetInline { name, code, jpath } => (
+                ImportRoots::inline(jpath, &self.options.jpath),
+                Main::Inline(name, code),
+            ),
             _ => return Err(EvalError::Worker("not a Jsonnet hook".into())),
         };
-        let search: Vec<PathBuf> = hook_jpath
-            .iter()
-            .chain(&self.options.jpath)
-            .cloned()
-            .collect();
+        let main_real = match &main {
+            Main::File(real) => Some(real.clone()),
+            Main::Inline(..) => None,
+        };
         let stamps: Stamps = Rc::default();
         let name = source.display_name();
 
@@ -198,22 +205,15 @@ impl JsonnetEvaluator {
         }
         let mut builder = State::builder();
         builder
-            .import_resolver(HookImportResolver::new(search, stamps.clone()))
+            .import_resolver(HookImportResolver::new(roots, main_real, stamps.clone()))
             .context_initializer(std_ctx);
         let state = builder.build();
         let value = {
             let _entered = state.enter();
             let _depth = jrsonnet_evaluator::stack::limit_stack_depth(self.max_stack);
             match main {
-                Main::File(path) => {
-                    if let Err(e) = std::fs::metadata(path) {
-                        return Err(EvalError::Load {
-                            path: path.display().to_string(),
-                            reason: e.to_string(),
-                        });
-                    }
-                    state.import(path.as_path())
-                }
+                // Loaded as resolved: the hook file itself is not an import.
+                Main::File(real) => state.import_resolved(SourcePath::new(SourceFile::new(real))),
                 Main::Inline(name, code) => {
                     state.evaluate_snippet(name.as_str(), trace::rewrite(name, code))
                 }
@@ -230,6 +230,7 @@ impl JsonnetEvaluator {
 }
 
 enum Main<'a> {
-    File(&'a PathBuf),
+    /// The hook file's real path.
+    File(PathBuf),
     Inline(&'a String, &'a String),
 }

@@ -1,5 +1,7 @@
 //! Import resolution for hooks: relative to the importing file, then the hook's `jpath`, then the
-//! global `-J` dirs, then the library bundled in the binary (`templates/`).
+//! global `-J` dirs, then the library bundled in the binary (`templates/`). Every candidate goes
+//! through the import boundary ([`ImportRoots`]): nothing outside the hook's roots, nothing under
+//! `/proc`, `/sys` or `/dev`, no symlink out of the roots.
 //!
 //! Every file read is stamped (size and mtime) so the evaluator can tell when a hook or anything it
 //! imports changed on disk and must be evaluated afresh.
@@ -15,6 +17,7 @@ use jrsonnet_evaluator::{
 use jrsonnet_gcmodule::Acyclic;
 
 use crate::hooks::FileStamp;
+use crate::hooks::boundary::ImportRoots;
 use jrsonnet_ir::{SourceFifo, SourceFile, SourcePath, SourceVirtual};
 
 /// Files bundled into the binary, importable by name from any hook.
@@ -28,66 +31,82 @@ pub type Stamps = Rc<RefCell<Vec<FileStamp>>>;
 
 #[derive(Acyclic)]
 pub struct HookImportResolver {
-    search: Vec<PathBuf>,
+    roots: ImportRoots,
+    /// The hook file itself (its real path): readable wherever the operator put it.
+    main: Option<PathBuf>,
     stamps: Stamps,
 }
 
 impl HookImportResolver {
-    pub fn new(search: Vec<PathBuf>, stamps: Stamps) -> Self {
-        Self { search, stamps }
+    pub fn new(roots: ImportRoots, main: Option<PathBuf>, stamps: Stamps) -> Self {
+        Self {
+            roots,
+            main,
+            stamps,
+        }
     }
 }
 
-fn existing_file(path: &Path) -> Option<SourcePath> {
-    let canonical = path.canonicalize().ok()?;
-    canonical
-        .is_file()
-        .then(|| SourcePath::new(SourceFile::new(canonical)))
+fn refused(message: String) -> jrsonnet_evaluator::Error {
+    ErrorKind::RuntimeError(IStr::from(message.as_str())).into()
 }
 
 impl ImportResolver for HookImportResolver {
     fn resolve_from(&self, from: &SourcePath, path: &dyn AsPathLike) -> Result<SourcePath> {
         let resolved = path.as_path();
         let wanted: &Path = resolved.as_ref();
-        if wanted.is_absolute() {
-            if let Some(found) = existing_file(wanted) {
-                return Ok(found);
-            }
+        let candidates: Vec<PathBuf> = if wanted.is_absolute() {
+            vec![wanted.to_path_buf()]
         } else {
             let beside = from
                 .downcast_ref::<SourceFile>()
                 .and_then(|file| file.path().parent())
-                .and_then(|dir| existing_file(&dir.join(wanted)));
-            if let Some(found) = beside {
-                return Ok(found);
-            }
-            for dir in &self.search {
-                if let Some(found) = existing_file(&dir.join(wanted)) {
-                    return Ok(found);
-                }
-            }
-            if let Some(name) = wanted
-                .to_str()
-                .filter(|name| BUNDLED.iter().any(|(n, _)| n == name))
-            {
-                return Ok(SourcePath::new(SourceVirtual(IStr::from(name))));
+                .map(|dir| dir.join(wanted));
+            beside
+                .into_iter()
+                .chain(self.roots.search_dirs().map(|dir| dir.join(wanted)))
+                .collect()
+        };
+        for candidate in candidates {
+            match self.roots.check(wanted, &candidate) {
+                Ok(Some(real)) => return Ok(SourcePath::new(SourceFile::new(real))),
+                Ok(None) => {}
+                Err(e) => return Err(refused(e.to_string())),
             }
         }
-        Err(ErrorKind::ImportFileNotFound(from.clone(), path.as_path().to_owned()).into())
+        if let Some(name) = wanted
+            .to_str()
+            .filter(|name| BUNDLED.iter().any(|(n, _)| n == name))
+        {
+            return Ok(SourcePath::new(SourceVirtual(IStr::from(name))));
+        }
+        Err(refused(format!(
+            "import {:?}: no such file in the hook's import roots ({})",
+            wanted.display().to_string(),
+            self.roots
+        )))
     }
 
     fn load_file_contents(&self, resolved: &SourcePath) -> Result<Vec<u8>> {
         if let Some(file) = resolved.downcast_ref::<SourceFile>() {
-            let stamp = FileStamp::of(file.path());
-            let bytes = std::fs::read(file.path())
-                .map_err(|e| ErrorKind::ImportIo(format!("{}: {e}", file.path().display())))?;
+            // Only paths `resolve_from` accepted, or the hook itself, reach here; checked again
+            // so nothing else that builds a file source can read past the boundary.
+            let path = file.path();
+            if self.main.as_deref() != Some(path) && !self.roots.allows_real(path) {
+                return Err(refused(format!(
+                    "read {}: outside the hook's import roots ({})",
+                    path.display(),
+                    self.roots
+                )));
+            }
+            let stamp = FileStamp::of(path);
+            let bytes = std::fs::read(path)
+                .map_err(|e| ErrorKind::ImportIo(format!("{}: {e}", path.display())))?;
             if let Some(stamp) = stamp {
                 self.stamps.borrow_mut().push(stamp);
             }
             return Ok(match String::from_utf8(bytes) {
-                Ok(text) => {
-                    super::trace::rewrite(&file.path().display().to_string(), &text).into_bytes()
-                }
+                Ok(text) => super::trace::rewrite(&path.display().to_string(), &text).into_bytes(),
                 Err(e) => e.into_bytes(),
             });
         }

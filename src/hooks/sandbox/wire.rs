@@ -2,6 +2,10 @@
 //!
 //! Every message is a frame: a little-endian `u32` length, then that many bytes.
 //! - pool → worker, once: a JSON [`WorkerInit`] frame;
+//! - worker → pool, once, right after the init frame when it asks (`report_confinement`): the
+//!   tag [`TAG_CONFINEMENT`], then a JSON [`Confinement`] frame (what the worker gave up). The
+//!   pool reads it before the first answer. Asked for, not sent unasked, so a pool and a worker
+//!   from builds on either side of this addition still understand each other;
 //! - pool → worker, per request: a JSON [`HookSource`] frame, then the raw request body frame;
 //! - worker → pool, per request: one tag byte, then
 //!   - [`TAG_OK`]: a frame holding the response text, then a JSON frame with the files the
@@ -15,9 +19,13 @@ use serde::{Deserialize, Serialize};
 
 use crate::hooks::Limits;
 use crate::hooks::jsonnet::JsonnetOptions;
+use crate::hooks::tera::TeraEnv;
+
+pub use super::confine::Confinement;
 
 pub const TAG_OK: u8 = 0;
 pub const TAG_ERR: u8 = 1;
+pub const TAG_CONFINEMENT: u8 = 2;
 
 /// Frames above this size are refused: nothing legitimate comes near it, and a corrupt length
 /// must not make either side allocate gigabytes.
@@ -30,6 +38,13 @@ pub struct WorkerInit {
     /// Whether the pool keeps a response cache. Without one, the dependencies frame is always
     /// `null`, so an uncached request costs no stamp copy or JSON on either side.
     pub report_dependencies: bool,
+    /// The variables Tera's `get_env` may read, with their values in the pool's environment
+    /// (the worker's own environment is empty).
+    #[serde(default)]
+    pub tera_env: TeraEnv,
+    /// Whether the worker should report its [`Confinement`].
+    #[serde(default)]
+    pub report_confinement: bool,
 }
 
 /// Reads one frame; `Ok(None)` on a clean end of stream before the frame starts.

@@ -4,10 +4,15 @@
 //! enforced from inside an evaluation are enforced around it: the address space is capped with
 //! `RLIMIT_AS` (a hook that builds gigabytes makes an allocation fail and the worker abort), and the
 //! pool kills the worker when the deadline passes.
+//!
+//! Before anything else it confines itself (see [`confine`](super::confine)): no new
+//! privileges, and a seccomp filter against network, exec and reading other processes. It reports
+//! what it managed to the pool in answer to the init frame.
 
 use std::io::{self, BufReader, BufWriter, Write};
 
-use super::wire::{self, TAG_ERR, TAG_OK, WorkerInit};
+use super::confine::{self, Confinement};
+use super::wire::{self, TAG_CONFINEMENT, TAG_ERR, TAG_OK, WorkerInit};
 use crate::hooks::eval::Evaluator;
 use crate::hooks::{EvalError, HookSource};
 
@@ -27,10 +32,12 @@ pub enum WorkerError {
 /// Runs the worker loop until stdin closes.
 pub fn run() -> Result<(), WorkerError> {
     die_with_parent();
+    // Before the evaluation thread starts, so it inherits the filter.
+    let confinement = confine::confine_self();
     let handle = std::thread::Builder::new()
         .name("kubelambda-eval".into())
         .stack_size(EVAL_THREAD_STACK)
-        .spawn(serve)?;
+        .spawn(move || serve(confinement))?;
     handle.join().unwrap_or_else(|_| {
         Err(WorkerError::Io(io::Error::other(
             "evaluation thread panicked",
@@ -38,13 +45,21 @@ pub fn run() -> Result<(), WorkerError> {
     })
 }
 
-fn serve() -> Result<(), WorkerError> {
+fn serve(confinement: Confinement) -> Result<(), WorkerError> {
     let mut input = BufReader::new(io::stdin().lock());
     let mut output = BufWriter::new(io::stdout().lock());
     let init = wire::read_frame(&mut input)?.ok_or(WorkerError::NoInit)?;
     let init: WorkerInit = serde_json::from_slice(&init).map_err(WorkerError::Init)?;
     limit_memory(init.limits.max_memory_bytes);
-    let mut evaluator = Evaluator::new(init.options, &init.limits);
+    if init.report_confinement {
+        output.write_all(&[TAG_CONFINEMENT])?;
+        wire::write_frame(
+            &mut output,
+            &serde_json::to_vec(&confinement).unwrap_or_default(),
+        )?;
+        output.flush()?;
+    }
+    let mut evaluator = Evaluator::with_tera_env(init.options, &init.limits, init.tera_env);
 
     while let Some(header) = wire::read_frame(&mut input)? {
         let Some(request) = wire::read_frame(&mut input)? else {
