@@ -452,6 +452,25 @@ fn values_that_cannot_work_are_refused_naming_the_flag() {
             &["-client-config-path", "use --kubeconfig"],
         ),
         (&["-no-such-flag"], &["--no-such-flag"]),
+        (
+            &["--deadline", "0"],
+            &["--deadline", "must be more than 0"],
+        ),
+        (&["--deadline=10"], &["--deadline", "not a duration"]),
+        (
+            &["--max-output", "0"],
+            &["--max-output", "must be more than 0"],
+        ),
+        (
+            &["--max-memory=0MiB"],
+            &["--max-memory", "must be more than 0"],
+        ),
+        (&["--max-stack", "0"], &["--max-stack", "at least 1"]),
+        (&["--eval-workers=0"], &["--eval-workers", "at least 1"]),
+        (
+            &["--eval-workers=many"],
+            &["--eval-workers", "not a whole number"],
+        ),
     ];
     for (args, expected) in cases {
         let message = parse_error(args);

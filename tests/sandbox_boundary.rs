@@ -646,3 +646,37 @@ fn the_boundary_flags_parse() {
         assert!(refused.is_err(), "{command}: A=B is not a name");
     }
 }
+
+/// A worker that dies while idle (the OOM killer, an operator's `kill -9`) never saw a request:
+/// the next request gets a new worker and succeeds, instead of failing "mid-request".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_while_idle_is_replaced_without_failing_a_request() {
+    let tree = Tree::new();
+    std::fs::write(
+        tree.path("hooks/ok.jsonnet"),
+        "function(request) { n: request.n }",
+    )
+    .expect("write");
+    let server = Httpd::start(
+        &tree.path("hooks"),
+        &[],
+        &["--eval-workers", "1", "--response-cache", "0", "ok.jsonnet"],
+    );
+    let (status, body) = server.post("/ok", r#"{"n": 1}"#).await;
+    assert_eq!(status, 200, "{body}");
+    let workers = server.workers();
+    assert_eq!(workers.len(), 1, "{workers:?}");
+    // SAFETY: kill(2) on a pid this test just read; no memory is involved.
+    let killed = unsafe { libc::kill(workers[0] as libc::pid_t, libc::SIGKILL) };
+    assert_eq!(killed, 0, "kill the idle worker");
+    // Reaped by nobody yet: wait until it is a zombie or gone.
+    wait_until("the worker to die", || async {
+        let state = std::fs::read_to_string(format!("/proc/{}/stat", workers[0])).unwrap_or_default();
+        (state.is_empty() || state.contains(") Z ")).then_some(())
+    })
+    .await;
+    let (status, body) = server.post("/ok", r#"{"n": 2}"#).await;
+    assert_eq!(status, 200, "the next request is served: {body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(answer, serde_json::json!({"n": 2}));
+}

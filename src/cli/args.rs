@@ -208,19 +208,19 @@ pub struct EvalArgs {
     #[arg(long = "tla-code", value_name = "NAME[=CODE]")]
     pub tla_code: Vec<String>,
     /// Wall-clock limit for one evaluation.
-    #[arg(long, default_value = "10s", value_parser = duration)]
+    #[arg(long, default_value = "10s", value_parser = positive_duration)]
     pub deadline: Duration,
     /// Jsonnet call depth limit.
-    #[arg(long, default_value_t = 500)]
+    #[arg(long, default_value_t = 500, value_parser = positive_count)]
     pub max_stack: usize,
     /// Largest response a hook may produce.
-    #[arg(long, default_value = "16MiB", value_parser = size)]
+    #[arg(long, default_value = "16MiB", value_parser = positive_size)]
     pub max_output: u64,
     /// Memory (address space) limit of each evaluation worker process.
-    #[arg(long, default_value = "2GiB", value_parser = size)]
+    #[arg(long, default_value = "2GiB", value_parser = positive_size)]
     pub max_memory: u64,
     /// Hook evaluation worker processes (default: one more than the CPUs).
-    #[arg(long)]
+    #[arg(long, value_parser = positive_count)]
     pub eval_workers: Option<usize>,
     /// Memory for reusing Jsonnet responses to identical requests while the hook's files are
     /// unchanged (0 turns it off).
@@ -246,6 +246,35 @@ fn size(text: &str) -> Result<u64, String> {
 fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text)
         .map_err(|e| format!("{text:?} is not a duration (e.g. 500ms, 10s): {e}"))
+}
+
+/// A limit of zero could never be met: every evaluation would fail, so it is refused at startup.
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    duration(text).and_then(|d| {
+        if d.is_zero() {
+            Err("must be more than 0: every evaluation would fail".into())
+        } else {
+            Ok(d)
+        }
+    })
+}
+
+fn positive_size(text: &str) -> Result<u64, String> {
+    size(text).and_then(|n| {
+        if n == 0 {
+            Err("must be more than 0: every evaluation would fail".into())
+        } else {
+            Ok(n)
+        }
+    })
+}
+
+fn positive_count(text: &str) -> Result<usize, String> {
+    match text.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(_) => Err(format!("{text:?} is not a whole number")),
+    }
 }
 
 /// Why the command line was refused.

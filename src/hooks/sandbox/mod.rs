@@ -195,6 +195,23 @@ impl Worker {
         }
     }
 
+    /// The worker, if its process is still running. One that exited while idle in the pool
+    /// (killed by the OOM killer or an operator) never saw a request: it is replaced quietly
+    /// rather than failing the next request as if it had died evaluating it.
+    fn alive(mut self) -> Option<Self> {
+        match self.child.try_wait() {
+            Ok(None) => Some(self),
+            Ok(Some(status)) => {
+                tracing::info!("an idle hook worker had exited ({status}); starting a new one");
+                None
+            }
+            Err(e) => {
+                tracing::info!("an idle hook worker cannot be checked ({e}); starting a new one");
+                None
+            }
+        }
+    }
+
     /// Explains why a worker stopped answering.
     async fn diagnose(mut self, limits: &Limits, io: std::io::Error) -> EvalError {
         let status = self.child.wait().await;
@@ -354,7 +371,7 @@ impl Inner {
         let remaining = limits.deadline.saturating_sub(waited);
         let work = async {
             let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-            let mut worker = match idle {
+            let mut worker = match idle.and_then(Worker::alive) {
                 Some(worker) => worker,
                 None => Worker::spawn(&self.config, &self.policy.tera_env).await?,
             };
