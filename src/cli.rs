@@ -25,12 +25,16 @@ pub struct EvalOptions {
 
 impl EvalOptions {
     pub fn sandbox(&self) -> std::io::Result<Sandbox> {
+        Ok(Sandbox::new(self.sandbox_config()?))
+    }
+
+    pub fn sandbox_config(&self) -> std::io::Result<SandboxConfig> {
         let mut config = SandboxConfig::for_current_exe(self.limits.clone(), self.jsonnet.clone())?;
         if let Some(workers) = self.workers {
             config.workers = workers;
         }
         config.response_cache_bytes = self.response_cache_bytes;
-        Ok(Sandbox::new(config))
+        Ok(config)
     }
 }
 
@@ -105,9 +109,10 @@ pub async fn httpd(
     listen: &str,
     files: &[PathBuf],
     body_limit: usize,
+    limits: &httpd::LimitArgs,
     eval: &EvalOptions,
 ) -> ExitCode {
-    match run_httpd(listen, files, body_limit, eval).await {
+    match run_httpd(listen, files, body_limit, limits, eval).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ HttpdError::Serve(_)) => {
             eprintln!("kubelambda httpd: {e}");
@@ -124,14 +129,18 @@ async fn run_httpd(
     listen: &str,
     files: &[PathBuf],
     body_limit: usize,
+    limits: &httpd::LimitArgs,
     eval: &EvalOptions,
 ) -> Result<(), HttpdError> {
     let routes = httpd::build_routes(files, &eval.jsonnet.jpath)?;
     let addr = httpd::parse_listen_addr(listen)?;
-    let sandbox = eval.sandbox().map_err(|e| HttpdError::Bind {
+    let config = eval.sandbox_config().map_err(|e| HttpdError::Bind {
         addr: listen.to_owned(),
         source: e,
     })?;
+    let open_files = httpd::limits::raise_open_file_limit();
+    let limits = limits.resolve(open_files, config.workers)?;
+    let sandbox = Sandbox::new(config);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| HttpdError::Bind {
@@ -142,9 +151,23 @@ async fn run_httpd(
     for (route, source) in &routes {
         tracing::info!("serving {} at POST {route}", source.display_name());
     }
-    tracing::info!("kubelambda httpd listening on http://{local}");
-    let server = httpd::Server::new(routes, sandbox, body_limit);
-    httpd::serve(listener, server, shutdown_signal()).await
+    tracing::info!(
+        "kubelambda httpd listening on {local} ({})",
+        httpd::listen_scope(&local)
+    );
+    let format = |d| humantime::format_duration(d).to_string();
+    tracing::info!(
+        "limits: --header-timeout {} --body-timeout {} --idle-timeout {} --max-connections {} \
+         (open-file limit {}) --shutdown-grace {} --max-body {body_limit}",
+        format(limits.header_timeout),
+        format(limits.body_timeout),
+        format(limits.idle_timeout),
+        limits.max_connections,
+        limits.open_files,
+        format(limits.shutdown_grace),
+    );
+    let server = httpd::Server::new(routes, sandbox, body_limit, limits.body_timeout);
+    httpd::serve(listener, server, &limits, shutdown_signal()).await
 }
 
 /// `kubelambda render`: prints the response on stdout, or the error on stderr and exits 1.
