@@ -3,7 +3,7 @@
 //! `sync.jsonnet` is served at `POST /sync`, `hooks/x.tera` at `POST /hooks/x`: the route is the
 //! path as given minus its extension, matched exactly. Evaluation happens in the sandbox worker
 //! pool, the same code path as `render` and the controller. How connections are accepted and
-//! bounded (timeouts, connection cap, shutdown) is in [`serve`] and [`limits`].
+//! bounded (timeouts, connection cap, shutdown) is in the `serve` and [`limits`] modules.
 
 mod conn_metrics;
 pub mod limits;
@@ -465,7 +465,7 @@ fn metrics_page(server: &Server) -> Response {
 }
 
 /// Serves until `shutdown` resolves, then lets the requests in flight finish for
-/// `--shutdown-grace` (see [`serve`]).
+/// `--shutdown-grace` (see the `serve` module).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     server: Server,
