@@ -34,17 +34,22 @@ impl EvalOptions {
 
     /// The sandbox for controllers, whose specs may name files inside `hook_dirs`.
     pub fn sandbox_for(&self, hook_dirs: HookDirs) -> std::io::Result<Sandbox> {
-        let mut config = SandboxConfig::for_current_exe(self.limits.clone(), self.jsonnet.clone())?;
-        if let Some(workers) = self.workers {
-            config.workers = workers;
-        }
-        config.response_cache_bytes = self.response_cache_bytes;
         let policy = SandboxPolicy {
             tera_env: self.tera_env.clone(),
             hook_dirs,
             per_tenant: None,
         };
-        Ok(Sandbox::with_policy(config, policy))
+        Ok(Sandbox::with_policy(self.sandbox_config()?, policy))
+    }
+
+    /// The worker pool's configuration (`httpd` sizes its file-descriptor reserve by it).
+    pub fn sandbox_config(&self) -> std::io::Result<SandboxConfig> {
+        let mut config = SandboxConfig::for_current_exe(self.limits.clone(), self.jsonnet.clone())?;
+        if let Some(workers) = self.workers {
+            config.workers = workers;
+        }
+        config.response_cache_bytes = self.response_cache_bytes;
+        Ok(config)
     }
 }
 
@@ -119,9 +124,10 @@ pub async fn httpd(
     listen: &str,
     files: &[PathBuf],
     body_limit: usize,
+    limits: &httpd::LimitArgs,
     eval: &EvalOptions,
 ) -> ExitCode {
-    match run_httpd(listen, files, body_limit, eval).await {
+    match run_httpd(listen, files, body_limit, limits, eval).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e @ HttpdError::Serve(_)) => {
             eprintln!("kubelambda httpd: {e}");
@@ -138,14 +144,18 @@ async fn run_httpd(
     listen: &str,
     files: &[PathBuf],
     body_limit: usize,
+    limits: &httpd::LimitArgs,
     eval: &EvalOptions,
 ) -> Result<(), HttpdError> {
     let routes = httpd::build_routes(files, &eval.jsonnet.jpath)?;
     let addr = httpd::parse_listen_addr(listen)?;
-    let sandbox = eval.sandbox().map_err(|e| HttpdError::Bind {
+    let config = eval.sandbox_config().map_err(|e| HttpdError::Bind {
         addr: listen.to_owned(),
         source: e,
     })?;
+    let open_files = httpd::limits::raise_open_file_limit();
+    let limits = limits.resolve(open_files, config.workers)?;
+    let sandbox = Sandbox::new(config);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| HttpdError::Bind {
@@ -156,9 +166,23 @@ async fn run_httpd(
     for (route, source) in &routes {
         tracing::info!("serving {} at POST {route}", source.display_name());
     }
-    tracing::info!("kubelambda httpd listening on http://{local}");
-    let server = httpd::Server::new(routes, sandbox, body_limit);
-    httpd::serve(listener, server, shutdown_signal()).await
+    tracing::info!(
+        "kubelambda httpd listening on {local} ({})",
+        httpd::listen_scope(&local)
+    );
+    let format = |d| humantime::format_duration(d).to_string();
+    tracing::info!(
+        "limits: --header-timeout {} --body-timeout {} --idle-timeout {} --max-connections {} \
+         (open-file limit {}) --shutdown-grace {} --max-body {body_limit}",
+        format(limits.header_timeout),
+        format(limits.body_timeout),
+        format(limits.idle_timeout),
+        limits.max_connections,
+        limits.open_files,
+        format(limits.shutdown_grace),
+    );
+    let server = httpd::Server::new(routes, sandbox, body_limit, limits.body_timeout);
+    httpd::serve(listener, server, &limits, shutdown_signal()).await
 }
 
 /// `kubelambda render`: prints the response on stdout, or the error on stderr and exits 1.

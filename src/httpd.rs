@@ -2,13 +2,19 @@
 //!
 //! `sync.jsonnet` is served at `POST /sync`, `hooks/x.tera` at `POST /hooks/x`: the route is the
 //! path as given minus its extension, matched exactly. Evaluation happens in the sandbox worker
-//! pool, the same code path as `render` and the controller.
+//! pool, the same code path as `render` and the controller. How connections are accepted and
+//! bounded (timeouts, connection cap, shutdown) is in the `serve` and [`limits`] modules.
+
+mod conn_metrics;
+pub mod limits;
+mod serve;
+mod timed_io;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -22,6 +28,8 @@ use prometheus_client::registry::Registry;
 
 use crate::hooks::sandbox::Sandbox;
 use crate::hooks::{EvalError, HookSource, SourceError};
+use conn_metrics::{ConnMetrics, Reason};
+pub use limits::{HttpdLimits, LimitArgs, LimitError};
 
 /// Paths the server answers itself; a hook file may not shadow them.
 const RESERVED: &[&str] = &["/healthz", "/metrics"];
@@ -51,6 +59,8 @@ pub enum HttpdError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    Limits(#[from] LimitError),
     #[error("server failed: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -98,6 +108,18 @@ pub fn build_routes(
     Ok(routes.into_iter().map(|(r, (_, s))| (r, s)).collect())
 }
 
+/// Says which interfaces an address listens on, for the startup log line.
+pub fn listen_scope(addr: &std::net::SocketAddr) -> &'static str {
+    let ip = addr.ip();
+    if ip.is_unspecified() {
+        "all interfaces"
+    } else if ip.is_loopback() {
+        "loopback only"
+    } else {
+        "this address only"
+    }
+}
+
 /// Parses Go-style listen addresses: `:8080` means every interface.
 pub fn parse_listen_addr(addr: &str) -> Result<std::net::SocketAddr, HttpdError> {
     let full = if addr.starts_with(':') {
@@ -134,6 +156,7 @@ struct Metrics {
     requests: Family<RequestLabels, Counter>,
     errors: Family<ErrorLabels, Counter>,
     latency: Family<HookLabels, Histogram>,
+    conns: ConnMetrics,
     /// Copied from the sandbox's response cache when /metrics is read.
     cache_hits: Counter,
     cache_misses: Counter,
@@ -162,6 +185,7 @@ impl Metrics {
             "Time to answer a hook request",
             latency.clone(),
         );
+        let conns = ConnMetrics::new(&mut registry);
         let cache_hits = Counter::default();
         let cache_misses = Counter::default();
         registry.register(
@@ -179,6 +203,7 @@ impl Metrics {
             requests,
             errors,
             latency,
+            conns,
             cache_hits,
             cache_misses,
         }
@@ -189,15 +214,22 @@ pub struct Server {
     routes: BTreeMap<String, HookSource>,
     sandbox: Sandbox,
     body_limit: usize,
+    body_timeout: Duration,
     metrics: Metrics,
 }
 
 impl Server {
-    pub fn new(routes: BTreeMap<String, HookSource>, sandbox: Sandbox, body_limit: usize) -> Self {
+    pub fn new(
+        routes: BTreeMap<String, HookSource>,
+        sandbox: Sandbox,
+        body_limit: usize,
+        body_timeout: Duration,
+    ) -> Self {
         Self {
             routes,
             sandbox,
             body_limit,
+            body_timeout,
             metrics: Metrics::new(),
         }
     }
@@ -296,7 +328,7 @@ async fn handle_hook(
         text(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
-                "request body exceeds the limit of {} bytes\n",
+                "request body exceeds the limit of {} bytes (--max-body)\n",
                 server.body_limit
             ),
         )
@@ -309,11 +341,30 @@ async fn handle_hook(
         count_error(server, route, "body_too_large");
         return too_large();
     }
-    let body: Bytes = match axum::body::to_bytes(body, server.body_limit).await {
-        Ok(body) => body,
-        Err(_) => {
+    let read = tokio::time::timeout(server.body_timeout, read_body(body, server.body_limit));
+    let body = match read.await {
+        Ok(Ok(body)) => body,
+        Ok(Err(BodyError::TooLarge)) => {
             count_error(server, route, "body_too_large");
             return too_large();
+        }
+        Ok(Err(BodyError::Read(cause))) => {
+            count_error(server, route, "body_read");
+            tracing::debug!(hook = %route, "cannot read the request body: {cause}");
+            return closing(text(
+                StatusCode::BAD_REQUEST,
+                format!("cannot read the request body: {cause}\n"),
+            ));
+        }
+        Err(_) => {
+            count_error(server, route, "body_timeout");
+            server.metrics.conns.rejected(Reason::BodyTimeout);
+            let limit = humantime::format_duration(server.body_timeout);
+            tracing::info!(hook = %route, "request body not received within --body-timeout {limit}");
+            return closing(text(
+                StatusCode::REQUEST_TIMEOUT,
+                format!("request body not received within --body-timeout {limit}\n"),
+            ));
         }
     };
     match server.sandbox.evaluate(source, &body).await {
@@ -338,6 +389,52 @@ async fn handle_hook(
             text(status, format!("{error}\n"))
         }
     }
+}
+
+/// Why a request body could not be read.
+#[derive(Debug)]
+enum BodyError {
+    /// Longer than `--max-body`.
+    TooLarge,
+    /// The connection failed or the framing was invalid; the text names the cause.
+    Read(String),
+}
+
+/// Reads a whole body, stopping as soon as it passes `limit` bytes.
+async fn read_body(body: Body, limit: usize) -> Result<Bytes, BodyError> {
+    use futures::StreamExt;
+    let mut stream = body.into_data_stream();
+    let mut collected = Vec::new();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BodyError::Read(error_chain(&e)))?;
+        if collected.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge);
+        }
+        collected.extend_from_slice(&chunk);
+    }
+    Ok(Bytes::from(collected))
+}
+
+/// An error and its causes, `outer: inner`, without repeating a message a wrapper copied.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let message = cause.to_string();
+        if !text.ends_with(&message) {
+            text = format!("{text}: {message}");
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// The request's body was not read to its end, so the connection cannot carry another request.
+fn closing(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 fn metrics_page(server: &Server) -> Response {
@@ -367,16 +464,17 @@ fn metrics_page(server: &Server) -> Response {
     response
 }
 
-/// Serves until `shutdown` resolves, then finishes the requests in flight.
+/// Serves until `shutdown` resolves, then lets the requests in flight finish for
+/// `--shutdown-grace` (see the `serve` module).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     server: Server,
+    limits: &HttpdLimits,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), HttpdError> {
-    axum::serve(listener, server.router())
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(HttpdError::Serve)
+    let metrics = server.metrics.conns.clone();
+    serve::run(listener, server.router(), limits, metrics, shutdown).await;
+    Ok(())
 }
 
 #[cfg(test)]

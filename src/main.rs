@@ -67,6 +67,7 @@ fn main() -> ExitCode {
             listen_addr,
             max_body,
             http_threads,
+            limits,
             eval,
             files,
         } => with_eval_on(
@@ -74,7 +75,7 @@ fn main() -> ExitCode {
             Some(http_threads.unwrap_or_else(cli::default_http_threads)),
             |eval| async move {
                 let body_limit = usize::try_from(max_body).unwrap_or(usize::MAX);
-                cli::httpd(&listen_addr, &files, body_limit, &eval).await
+                cli::httpd(&listen_addr, &files, body_limit, &limits, &eval).await
             },
         ),
         Command::Render {

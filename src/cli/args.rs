@@ -68,6 +68,8 @@ pub enum Command {
         #[arg(long)]
         http_threads: Option<usize>,
         #[command(flatten)]
+        limits: crate::httpd::LimitArgs,
+        #[command(flatten)]
         eval: EvalArgs,
         /// Hook files (.jsonnet or .tera).
         #[arg(required = true, value_name = "FILE")]
