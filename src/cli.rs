@@ -34,12 +34,19 @@ impl EvalOptions {
 
     /// The sandbox for controllers, whose specs may name files inside `hook_dirs`.
     pub fn sandbox_for(&self, hook_dirs: HookDirs) -> std::io::Result<Sandbox> {
-        let policy = SandboxPolicy {
+        Ok(Sandbox::with_policy(
+            self.sandbox_config()?,
+            self.policy(hook_dirs),
+        ))
+    }
+
+    /// What hooks may read: the `--tera-env-allow` names and, for controllers, `hook_dirs`.
+    pub fn policy(&self, hook_dirs: HookDirs) -> SandboxPolicy {
+        SandboxPolicy {
             tera_env: self.tera_env.clone(),
             hook_dirs,
             per_tenant: None,
-        };
-        Ok(Sandbox::with_policy(self.sandbox_config()?, policy))
+        }
     }
 
     /// The worker pool's configuration (`httpd` sizes its file-descriptor reserve by it).
@@ -155,7 +162,7 @@ async fn run_httpd(
     })?;
     let open_files = httpd::limits::raise_open_file_limit();
     let limits = limits.resolve(open_files, config.workers)?;
-    let sandbox = Sandbox::new(config);
+    let sandbox = Sandbox::with_policy(config, eval.policy(HookDirs::default()));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| HttpdError::Bind {

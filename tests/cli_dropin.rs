@@ -452,10 +452,7 @@ fn values_that_cannot_work_are_refused_naming_the_flag() {
             &["-client-config-path", "use --kubeconfig"],
         ),
         (&["-no-such-flag"], &["--no-such-flag"]),
-        (
-            &["--deadline", "0"],
-            &["--deadline", "must be more than 0"],
-        ),
+        (&["--deadline", "0"], &["--deadline", "must be more than 0"]),
         (&["--deadline=10"], &["--deadline", "not a duration"]),
         (
             &["--max-output", "0"],

@@ -671,7 +671,8 @@ async fn a_worker_killed_while_idle_is_replaced_without_failing_a_request() {
     assert_eq!(killed, 0, "kill the idle worker");
     // Reaped by nobody yet: wait until it is a zombie or gone.
     wait_until("the worker to die", || async {
-        let state = std::fs::read_to_string(format!("/proc/{}/stat", workers[0])).unwrap_or_default();
+        let state =
+            std::fs::read_to_string(format!("/proc/{}/stat", workers[0])).unwrap_or_default();
         (state.is_empty() || state.contains(") Z ")).then_some(())
     })
     .await;

@@ -182,6 +182,21 @@ fn errors_carry_the_file_and_line() {
     assert!(text.starts_with("no such field: missing"), "{text}");
     assert!(text.contains("broken.jsonnet"), "{text}");
 
+    // jrsonnet gives a missing field no location: the lines that access it stand in.
+    let source = HookSource::JsonnetInline {
+        name: "inline-hook".into(),
+        code: "function(request)\n  local spec = request.parent.spec;\n  {\n    a: spec.missing.deeper,\n    b: spec.missingness,\n  }".into(),
+        jpath: vec![],
+    };
+    let text = evaluator()
+        .evaluate(&source, br#"{"parent": {"spec": {}}}"#)
+        .expect_err("fails")
+        .to_string();
+    assert!(
+        text.contains("the access to field \"missing\" is at inline-hook:4"),
+        "{text}"
+    );
+
     let source = HookSource::JsonnetInline {
         name: "inline-hook".into(),
         code: "function(request)\n  local x = 1;\n  { a: std.length(request.nope) }".into(),

@@ -49,6 +49,9 @@ struct LoadedHook {
     state: State,
     value: Val,
     stamps: Stamps,
+    /// Where the main program came from (its path, or the inline hook's name) and its text: to
+    /// point at a failed field access when jrsonnet gives no location.
+    main_text: (String, String),
 }
 
 impl LoadedHook {
@@ -88,6 +91,46 @@ fn format_error(error: &jrsonnet_evaluator::Error, hook: &str) -> EvalError {
         text.push_str(&format!("\n    in {hook}"));
     }
     EvalError::Hook(text)
+}
+
+/// jrsonnet reports a missing field without a location. When no frame of the error has one,
+/// the lines of the hook's main file that access the field (`.name`, `['name']`, `["name"]`)
+/// are the best pointer there is: `the access to field "name" is at sync.jsonnet:4`.
+fn missing_field_lines(
+    error: &jrsonnet_evaluator::Error,
+    label: &str,
+    text: &str,
+) -> Option<String> {
+    let ErrorKind::NoSuchField(field, _) = error.error() else {
+        return None;
+    };
+    if error.trace().0.iter().any(|frame| frame.location.is_some()) {
+        return None;
+    }
+    let field = field.to_string();
+    let lines: Vec<String> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, line)| accesses(line, &field))
+        .map(|(n, _)| (n + 1).to_string())
+        .take(5)
+        .collect();
+    if lines.is_empty() {
+        return None;
+    }
+    Some(format!(
+        "the access to field {field:?} is at {label}:{}",
+        lines.join(", ")
+    ))
+}
+
+/// Whether `line` reads `field` with `.field` or an index by string.
+fn accesses(line: &str, field: &str) -> bool {
+    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let dotted = line
+        .match_indices(&format!(".{field}"))
+        .any(|(at, m)| !line[at + m.len()..].starts_with(is_ident));
+    dotted || line.contains(&format!("['{field}']")) || line.contains(&format!("[\"{field}\"]"))
 }
 
 impl JsonnetEvaluator {
@@ -157,7 +200,18 @@ impl JsonnetEvaluator {
         tla.insert("request".into(), TlaArg::Val(request.to_val()));
         let out = jrsonnet_evaluator::apply_tla(&tla, hook.value.clone())
             .and_then(|v| v.manifest(JsonFormat::cli(3)))
-            .map_err(|e| format_error(&e, &hook.name))?;
+            .map_err(|e| {
+                let (label, text) = &hook.main_text;
+                match (
+                    format_error(&e, &hook.name),
+                    missing_field_lines(&e, label, text),
+                ) {
+                    (EvalError::Hook(message), Some(hint)) => {
+                        EvalError::Hook(format!("{message}\n    {hint}"))
+                    }
+                    (other, _) => other,
+                }
+            })?;
         if out.len() + 1 > max_output_bytes {
             return Err(EvalError::limit(
                 LimitKind::OutputSize,
@@ -187,6 +241,13 @@ impl JsonnetEvaluator {
         let main_real = match &main {
             Main::File(real) => Some(real.clone()),
             Main::Inline(..) => None,
+        };
+        let main_text = match &main {
+            Main::File(real) => (
+                real.display().to_string(),
+                std::fs::read_to_string(real).unwrap_or_default(),
+            ),
+            Main::Inline(name, code) => ((*name).clone(), (*code).clone()),
         };
         let stamps: Stamps = Rc::default();
         let name = source.display_name();
@@ -225,6 +286,7 @@ impl JsonnetEvaluator {
             state,
             value,
             stamps,
+            main_text,
         })
     }
 }
