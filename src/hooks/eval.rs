@@ -28,8 +28,16 @@ impl Evaluator {
             HookSource::JsonnetFile { .. } | HookSource::JsonnetInline { .. } => {
                 self.jsonnet.dependencies(source)
             }
-            HookSource::TeraFile { .. } | HookSource::TeraInline { .. } => None,
+            HookSource::TeraFile { .. }
+            | HookSource::TeraInline { .. }
+            | HookSource::Load { .. } => None,
         }
+    }
+
+    /// How many hooks are kept loaded (Jsonnet states and Tera templates).
+    #[cfg(test)]
+    pub fn loaded_hooks(&self) -> usize {
+        self.jsonnet.loaded() + self.tera.loaded()
     }
 
     /// Evaluates one hook for one JSON request; returns the response JSON text.
@@ -46,6 +54,20 @@ impl Evaluator {
                 serde_json::from_slice::<serde::de::IgnoredAny>(request)
                     .map_err(|e| EvalError::BadRequest(e.to_string()))?;
                 self.tera.evaluate(source, request, self.max_output_bytes)
+            }
+            HookSource::Load { hook } => {
+                match hook.as_ref() {
+                    HookSource::JsonnetFile { .. } | HookSource::JsonnetInline { .. } => {
+                        self.jsonnet.check(hook)?
+                    }
+                    HookSource::TeraFile { .. } | HookSource::TeraInline { .. } => {
+                        super::tera::check(hook)?
+                    }
+                    HookSource::Load { .. } => {
+                        return Err(EvalError::BadRequest("a Load of a Load".into()));
+                    }
+                }
+                Ok("null\n".into())
             }
         }
     }

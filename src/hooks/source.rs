@@ -22,6 +22,12 @@ pub enum HookSource {
     TeraFile { path: PathBuf },
     /// An inline Tera template; `name` appears in errors.
     TeraInline { name: String, template: String },
+    /// Loads `hook` without calling it, and answers `null`: Jsonnet is parsed, checked and its
+    /// top-level value evaluated, a Tera template is compiled. The engine checks a new version
+    /// of a followed hook (`configMapRef`, `file`) this way before using it. It runs in a worker
+    /// process like any evaluation: parsing is recursive, and a deeply nested text would
+    /// overflow the controller's stack.
+    Load { hook: Box<HookSource> },
 }
 
 /// A hook file that cannot be served.
@@ -66,6 +72,7 @@ impl HookSource {
         match self {
             Self::JsonnetFile { path, .. } | Self::TeraFile { path } => path.display().to_string(),
             Self::JsonnetInline { name, .. } | Self::TeraInline { name, .. } => name.clone(),
+            Self::Load { hook } => hook.display_name(),
         }
     }
 }

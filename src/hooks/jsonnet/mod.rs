@@ -110,6 +110,10 @@ impl JsonnetEvaluator {
         }
         if !self.hooks.contains_key(source) {
             let loaded = self.load(source)?;
+            // A hook's new version replaces its old one (a followed ConfigMap key or file was
+            // edited), so edits do not pile up evaluation states.
+            let name = source.display_name();
+            self.hooks.retain(|old, _| old.display_name() != name);
             self.hooks.insert(source.clone(), loaded);
         }
         let Some(hook) = self.hooks.get(source) else {
@@ -134,6 +138,20 @@ impl JsonnetEvaluator {
         self.hooks
             .get(source)
             .map(|hook| hook.stamps.borrow().clone())
+    }
+
+    #[cfg(test)]
+    pub fn loaded(&self) -> usize {
+        self.hooks.len()
+    }
+
+    /// Parses and checks `source` and evaluates its top-level value, without calling it (see
+    /// [`HookSource::Load`]). Nothing is kept.
+    pub fn check(&self, source: &HookSource) -> Result<(), EvalError> {
+        let checked = self.load(source).map(drop);
+        // The state just dropped holds reference cycles.
+        jrsonnet_gcmodule::collect_thread_cycles();
+        checked
     }
 
     #[allow(clippy::mutable_key_type)] // IStr keys are interned, not mutated
