@@ -25,9 +25,9 @@ impl Evaluator {
     /// reused: Tera's built-in `now()`, `get_random()` and `get_env()` make them impure.
     pub fn dependencies(&self, source: &HookSource) -> Option<Vec<FileStamp>> {
         match source {
-            HookSource::JsonnetFile { .. } | HookSource::JsonnetInline { .. } => {
-                self.jsonnet.dependencies(source)
-            }
+            HookSource::JsonnetFile { .. }
+            | HookSource::JsonnetInline { .. }
+            | HookSource::JsonnetFileText { .. } => self.jsonnet.dependencies(source),
             HookSource::TeraFile { .. }
             | HookSource::TeraInline { .. }
             | HookSource::Load { .. } => None,
@@ -45,7 +45,9 @@ impl Evaluator {
         // The body is checked (and, for Jsonnet, parsed) before the hook is touched, so a body
         // that is not JSON is refused whatever state the hook is in.
         match source {
-            HookSource::JsonnetFile { .. } | HookSource::JsonnetInline { .. } => {
+            HookSource::JsonnetFile { .. }
+            | HookSource::JsonnetInline { .. }
+            | HookSource::JsonnetFileText { .. } => {
                 let request: Json = serde_json::from_slice(request)
                     .map_err(|e| EvalError::BadRequest(e.to_string()))?;
                 self.jsonnet.evaluate(source, &request)
@@ -57,9 +59,9 @@ impl Evaluator {
             }
             HookSource::Load { hook } => {
                 match hook.as_ref() {
-                    HookSource::JsonnetFile { .. } | HookSource::JsonnetInline { .. } => {
-                        self.jsonnet.check(hook)?
-                    }
+                    HookSource::JsonnetFile { .. }
+                    | HookSource::JsonnetInline { .. }
+                    | HookSource::JsonnetFileText { .. } => self.jsonnet.check(hook)?,
                     HookSource::TeraFile { .. } | HookSource::TeraInline { .. } => {
                         super::tera::check(hook)?
                     }

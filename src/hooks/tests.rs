@@ -405,3 +405,31 @@ fn a_new_version_of_a_named_inline_hook_replaces_the_old_one() {
     }
     assert_eq!(ev.loaded_hooks(), 2, "one Jsonnet state and one template");
 }
+
+#[test]
+fn file_text_is_evaluated_as_its_file_without_reading_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sync.jsonnet");
+    std::fs::write(&path, "this file on disk is broken {").expect("write");
+    std::fs::write(dir.path().join("lib.libsonnet"), "{ v: 'lib' }").expect("write lib");
+    let text = |code: &str| HookSource::JsonnetFileText {
+        path: path.clone(),
+        code: code.into(),
+        jpath: vec![],
+    };
+    let mut ev = evaluator();
+    let good = text("local lib = import 'lib.libsonnet';\nfunction(request) { v: lib.v }\n");
+    assert_eq!(eval_json(&mut ev, &good, b"{}"), json!({"v": "lib"}));
+    // Gone from disk: the text is still what is evaluated.
+    std::fs::remove_file(&path).expect("remove");
+    assert_eq!(eval_json(&mut ev, &good, b"{}"), json!({"v": "lib"}));
+    let broken = text("function(request)\n  {a: }\n");
+    let Err(EvalError::Hook(error)) = ev.evaluate(&broken, b"{}") else {
+        panic!("a syntax error fails")
+    };
+    let shown = format!("{}:2:", path.display());
+    assert!(
+        error.contains(&shown) && !error.contains("virtual:"),
+        "{error}"
+    );
+}

@@ -94,25 +94,23 @@ impl std::fmt::Display for Origin {
 }
 
 impl Language {
-    /// The source that evaluates `text` read from `origin`. A file's text is evaluated inline
-    /// under the file's path, with the file's directory searched first, so its relative
-    /// imports resolve as if the file itself were evaluated.
+    /// The source that evaluates `text` read from `origin`. A Jsonnet file's text is evaluated
+    /// as that file (its errors name it, its relative imports resolve beside it) without the
+    /// file being read again; a Tera template is named after its file.
     fn source(&self, origin: &Origin, text: String) -> HookSource {
-        let name = origin.source_name();
-        match self {
-            Self::Jsonnet { jpath } => {
-                let dir = match origin {
-                    Origin::File(path) => path.parent().map(Path::to_owned),
-                    Origin::ConfigMap { .. } => None,
-                };
-                HookSource::JsonnetInline {
-                    name,
-                    code: text,
-                    jpath: dir.into_iter().chain(jpath.iter().cloned()).collect(),
-                }
-            }
-            Self::Tera => HookSource::TeraInline {
-                name,
+        match (self, origin) {
+            (Self::Jsonnet { jpath }, Origin::File(path)) => HookSource::JsonnetFileText {
+                path: path.clone(),
+                code: text,
+                jpath: jpath.clone(),
+            },
+            (Self::Jsonnet { jpath }, Origin::ConfigMap { .. }) => HookSource::JsonnetInline {
+                name: origin.source_name(),
+                code: text,
+                jpath: jpath.clone(),
+            },
+            (Self::Tera, _) => HookSource::TeraInline {
+                name: origin.source_name(),
                 template: text,
             },
         }

@@ -21,6 +21,7 @@ use jrsonnet_evaluator::{
     tla::TlaArg,
     trace::{CompactFormat, PathResolver, TraceFormat},
 };
+use jrsonnet_ir::{SourceFile, SourcePath};
 use jrsonnet_stdlib::ContextInitializer;
 use serde::{Deserialize, Serialize};
 
@@ -192,6 +193,9 @@ impl JsonnetEvaluator {
         let (hook_jpath, main): (&[PathBuf], Main<'_>) = match source {
             HookSource::JsonnetFile { path, jpath } => (jpath, Main::File(path)),
             HookSource::JsonnetInline { name, code, jpath } => (jpath, Main::Inline(name, code)),
+            HookSource::JsonnetFileText { path, code, jpath } => {
+                (jpath, Main::FileText(path, code))
+            }
             _ => return Err(EvalError::Worker("not a Jsonnet hook".into())),
         };
         let search: Vec<PathBuf> = hook_jpath
@@ -214,9 +218,13 @@ impl JsonnetEvaluator {
                 .add_ext_code(var, code)
                 .map_err(|e| format_error(&e, &name))?;
         }
+        let mut resolver = HookImportResolver::new(search, stamps.clone());
+        if let Main::FileText(path, code) = main {
+            resolver = resolver.with_main_text(path.clone(), code.clone());
+        }
         let mut builder = State::builder();
         builder
-            .import_resolver(HookImportResolver::new(search, stamps.clone()))
+            .import_resolver(resolver)
             .context_initializer(std_ctx);
         let state = builder.build();
         let value = {
@@ -235,6 +243,10 @@ impl JsonnetEvaluator {
                 Main::Inline(name, code) => {
                     state.evaluate_snippet(name.as_str(), trace::rewrite(name, code))
                 }
+                // The resolver answers with the given text for this path.
+                Main::FileText(path, _) => {
+                    state.import_resolved(SourcePath::new(SourceFile::new(path.clone())))
+                }
             }
             .map_err(|e| format_error(&e, &name))?
         };
@@ -250,4 +262,5 @@ impl JsonnetEvaluator {
 enum Main<'a> {
     File(&'a PathBuf),
     Inline(&'a String, &'a String),
+    FileText(&'a PathBuf, &'a String),
 }

@@ -30,11 +30,27 @@ pub type Stamps = Rc<RefCell<Vec<FileStamp>>>;
 pub struct HookImportResolver {
     search: Vec<PathBuf>,
     stamps: Stamps,
+    /// A hook file's text as the controller read it ([`HookSource::JsonnetFileText`]): served
+    /// for that path instead of the file on disk, and not stamped, since the disk's version
+    /// is not the one evaluated.
+    ///
+    /// [`HookSource::JsonnetFileText`]: crate::hooks::HookSource::JsonnetFileText
+    main: Option<(PathBuf, String)>,
 }
 
 impl HookImportResolver {
     pub fn new(search: Vec<PathBuf>, stamps: Stamps) -> Self {
-        Self { search, stamps }
+        Self {
+            search,
+            stamps,
+            main: None,
+        }
+    }
+
+    /// Serves `code` as the contents of `path`.
+    pub fn with_main_text(mut self, path: PathBuf, code: String) -> Self {
+        self.main = Some((path, code));
+        self
     }
 }
 
@@ -78,6 +94,11 @@ impl ImportResolver for HookImportResolver {
 
     fn load_file_contents(&self, resolved: &SourcePath) -> Result<Vec<u8>> {
         if let Some(file) = resolved.downcast_ref::<SourceFile>() {
+            if let Some((path, code)) = &self.main
+                && file.path() == path
+            {
+                return Ok(super::trace::rewrite(&path.display().to_string(), code).into_bytes());
+            }
             let stamp = FileStamp::of(file.path());
             let bytes = std::fs::read(file.path())
                 .map_err(|e| ErrorKind::ImportIo(format!("{}: {e}", file.path().display())))?;
