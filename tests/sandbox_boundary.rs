@@ -16,8 +16,8 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kubelambda::cli::args::{self, Command as Sub};
 use kubelambda::hooks::jsonnet::JsonnetOptions;
 use kubelambda::hooks::sandbox::confine::PASSED_ENV;
-use kubelambda::hooks::sandbox::{Sandbox, SandboxConfig, SandboxPolicy};
-use kubelambda::hooks::{EvalError, HookDirs, HookSource, LimitKind, Limits};
+use kubelambda::hooks::sandbox::{Sandbox, SandboxConfig};
+use kubelambda::hooks::{EvalError, HookSource, LimitKind, Limits};
 use serde_json::json;
 
 /// A hook tree: `hooks/` (served, rendered), `outside/secret.txt` (must stay unread), and
@@ -561,20 +561,7 @@ async fn a_controller_may_use_files_and_jpath_inside_the_hook_dirs() {
     )
     .expect("write");
     let mut h = Harness::new("hookdir").await;
-    h.config.sandbox = Sandbox::with_policy(
-        SandboxConfig {
-            program: BIN.into(),
-            workers: 2,
-            limits: Limits::default(),
-            jsonnet: JsonnetOptions::default(),
-            response_cache_bytes: 0,
-        },
-        SandboxPolicy {
-            hook_dirs: HookDirs::new(&[tree.path("hooks")]),
-            ..SandboxPolicy::default()
-        },
-    );
-    h.restart();
+    h.allow_hook_dirs(&[tree.path("hooks")]);
     h.controller(
         "hookdir",
         json!({

@@ -164,10 +164,15 @@ pub struct JsonnetHook {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
     /// Path of a Jsonnet file inside the controller's container (for example a mounted
-    /// ConfigMap). Re-read when it changes.
+    /// ConfigMap), read when the controller starts and then checked every second. A new
+    /// version that loads is used and every parent resynced; a broken one, or a missing file,
+    /// keeps the last good version and is reported in a Warning Event on the controller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
-    /// A ConfigMap key holding the Jsonnet code.
+    /// A ConfigMap key holding the Jsonnet code, read when the controller starts and then
+    /// watched. A new version that loads is used and every parent resynced; a broken one, a
+    /// removed key or a deleted ConfigMap keeps the last good version and is reported in a
+    /// Warning Event on the controller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_ref: Option<ConfigMapKeyRef>,
     /// Extra library search paths for `import`, searched in order.
@@ -201,10 +206,16 @@ pub struct TeraHook {
     /// Inline template text.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub template: Option<String>,
-    /// Path of a template file inside the controller's container.
+    /// Path of a template file inside the controller's container, read when the controller
+    /// starts and then checked every second. A new version that compiles is used and every
+    /// parent resynced; a broken one, or a missing file, keeps the last good version and is
+    /// reported in a Warning Event on the controller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub file: Option<String>,
-    /// A ConfigMap key holding the template.
+    /// A ConfigMap key holding the template, read when the controller starts and then
+    /// watched. A new version that compiles is used and every parent resynced; a broken one, a
+    /// removed key or a deleted ConfigMap keeps the last good version and is reported in a
+    /// Warning Event on the controller.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_map_ref: Option<ConfigMapKeyRef>,
 }

@@ -16,7 +16,7 @@ use super::Shared;
 use super::children::{ChildError, ChildWriter, Outcome, owner_reference};
 use super::discovery::Resolved;
 use super::events::EventType;
-use super::hooks::BuiltHook;
+use super::hooks::{BuiltHook, HookOwner};
 use super::informer::{Change, Informer, ObjectKey, controller_uid};
 use super::queue::{Backoff, WorkQueue};
 use super::status;
@@ -223,15 +223,27 @@ pub async fn start(cc: &CompositeController, shared: &Shared) -> Result<Running,
         .sync_hook()
         .map_err(|e| StartError::Spec(e.to_string()))?;
     let eps = &cc.spec.endpoint_configs;
+    let parent_informer = shared.informers.informer(&parent.ar);
+    let queue = WorkQueue::new(Backoff::default());
+    // A followed hook source (configMapRef, file) that changes resyncs every parent.
+    let owner = HookOwner::new(cc.object_ref(&()), {
+        let (parents, queue) = (parent_informer.clone(), queue.clone());
+        move || {
+            parents
+                .list(None)
+                .iter()
+                .for_each(|p| queue.add(ObjectKey::of(p)))
+        }
+    });
     let sync_hook = shared
         .hooks
-        .build(sync_spec, "spec.hooks.sync", &name, eps)
+        .build(sync_spec, "spec.hooks.sync", &owner, eps)
         .await?;
     let finalize_hook = match &hooks.finalize {
         Some(h) => Some(
             shared
                 .hooks
-                .build(h, "spec.hooks.finalize", &name, eps)
+                .build(h, "spec.hooks.finalize", &owner, eps)
                 .await?,
         ),
         None => None,
@@ -240,7 +252,7 @@ pub async fn start(cc: &CompositeController, shared: &Shared) -> Result<Running,
         Some(h) => Some(
             shared
                 .hooks
-                .build(h, "spec.hooks.customize", &name, eps)
+                .build(h, "spec.hooks.customize", &owner, eps)
                 .await?,
         ),
         None => None,
@@ -254,8 +266,6 @@ pub async fn start(cc: &CompositeController, shared: &Shared) -> Result<Running,
         })
         .collect();
     let controller_json = serde_json::to_value(cc).unwrap_or(Value::Null);
-    let parent_informer = shared.informers.informer(&parent.ar);
-    let queue = WorkQueue::new(Backoff::default());
     let related = customize_hook.map(|hook| {
         super::related::Related::new(
             hook,

@@ -1,29 +1,85 @@
-//! Turns a controller's hook spec into a callable [`Hook`]: inline or file Jsonnet/Tera go to the
-//! sandbox, `configMapRef` is read once when the controller starts, webhooks get an HTTP client
-//! with their TLS settings and credentials, also read once when the controller starts
-//! ([`connection`]).
+//! Turns a controller's hook spec into a callable [`EngineHook`]: inline Jsonnet/Tera go to the
+//! sandbox as they are; `configMapRef` and `file` code is read when the controller starts and
+//! then followed, a good new version replacing the old one and resyncing the controller's
+//! parents, a broken one refused with a Warning Event on the controller ([`followed`]);
+//! webhooks get an HTTP client with their TLS settings and credentials, read once when the
+//! controller starts ([`connection`]).
 
 mod connection;
+mod followed;
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
+use serde_json::Value;
 
+use super::events::EventRecorder;
 use crate::api::ApiError;
 use crate::api::{self as spec, EndpointConfig, HookBackend, HookVersion, ResponseUnmarshallMode};
 use crate::hooks::protocol::{DecodeMode, ProtocolVersion};
 use crate::hooks::sandbox::Sandbox;
 use crate::hooks::webhook::tls::ClientPool;
 use crate::hooks::webhook::{DEFAULT_MAX_RESPONSE_BYTES, EtagSettings, Webhook, WebhookConfig};
-use crate::hooks::{Hook, HookSource, SpecPathError};
+use crate::hooks::{Hook, HookError, HookSource, SpecPathError};
 use connection::{Connection, ConnectionSpec, Reader};
+use followed::{Follow, FollowedHook, Language, Origin};
+pub use followed::{REJECTED, UPDATED};
 
 /// A hook ready to call, with how to read its answers.
 #[derive(Clone)]
 pub struct BuiltHook {
-    pub hook: Hook,
+    pub hook: EngineHook,
     pub version: ProtocolVersion,
     pub decode: DecodeMode,
+}
+
+/// What the engine calls: a hook fixed when its controller started (inline code, a webhook),
+/// or one that follows its ConfigMap key or file.
+#[derive(Clone)]
+pub enum EngineHook {
+    Fixed(Hook),
+    Followed(FollowedHook),
+}
+
+impl EngineHook {
+    pub async fn call(&self, request: &Value) -> Result<Value, HookError> {
+        match self {
+            Self::Fixed(hook) => hook.call(request).await,
+            Self::Followed(hook) => hook.call(request).await,
+        }
+    }
+}
+
+/// The controller a hook belongs to: named in errors, told (by a Warning Event) when a
+/// followed source is refused, and resynced when one changes.
+#[derive(Clone)]
+pub struct HookOwner {
+    reference: ObjectReference,
+    resync: Arc<dyn Fn() + Send + Sync>,
+}
+
+impl HookOwner {
+    /// `resync` enqueues every parent of the controller `reference` names.
+    pub fn new(reference: ObjectReference, resync: impl Fn() + Send + Sync + 'static) -> Self {
+        Self {
+            reference,
+            resync: Arc::new(resync),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        self.reference.name.as_deref().unwrap_or_default()
+    }
+
+    pub fn reference(&self) -> &ObjectReference {
+        &self.reference
+    }
+
+    pub fn resync(&self) {
+        (self.resync)()
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +127,13 @@ pub enum HookBuildError {
     /// An unusable inline value (`caBundle.inline`).
     #[error("{path}: {problem}")]
     Inline { path: String, problem: String },
+    /// A `file` hook's file could not be read when its controller started.
+    #[error("{path}: hook file {file}: {problem}")]
+    File {
+        path: String,
+        file: String,
+        problem: String,
+    },
     /// The HTTP client for the TLS settings at `path` could not be made.
     #[error("{path}: cannot create the HTTP client: {source}")]
     Client {
@@ -86,6 +149,8 @@ pub struct HookFactory {
     sandbox: Sandbox,
     clients: ClientPool,
     max_response_bytes: usize,
+    /// Reports refused and updated hook sources on their controllers.
+    recorder: Arc<EventRecorder>,
 }
 
 fn protocol(version: HookVersion) -> ProtocolVersion {
@@ -95,15 +160,11 @@ fn protocol(version: HookVersion) -> ProtocolVersion {
     }
 }
 
-enum Code {
-    Inline { name: String, text: String },
-    File(PathBuf),
-}
-
 impl HookFactory {
     /// A factory whose webhooks accept responses up to [`DEFAULT_MAX_RESPONSE_BYTES`].
     pub fn new(client: Client, sandbox: Sandbox) -> Self {
         Self {
+            recorder: Arc::new(EventRecorder::new(client.clone())),
             client,
             sandbox,
             clients: ClientPool::default(),
@@ -118,14 +179,15 @@ impl HookFactory {
         self
     }
 
-    /// Builds the hook at `path` (e.g. `spec.hooks.sync`) of controller `owner` (for error
-    /// names). `endpoint_configs` is the controller's `spec.endpointConfigs`, the connection
-    /// settings of webhooks that set none of their own.
+    /// Builds the hook at `path` (e.g. `spec.hooks.sync`) of controller `owner`.
+    /// `endpoint_configs` is the controller's `spec.endpointConfigs`, the connection settings
+    /// of webhooks that set none of their own. A `configMapRef` or `file` hook follows its
+    /// source until the returned hook (and every clone) is dropped.
     pub async fn build(
         &self,
         hook: &spec::Hook,
         path: &str,
-        owner: &str,
+        owner: &HookOwner,
         endpoint_configs: &[EndpointConfig],
     ) -> Result<BuiltHook, HookBuildError> {
         let version = protocol(hook.version());
@@ -137,40 +199,31 @@ impl HookFactory {
                     ResponseUnmarshallMode::Strict => DecodeMode::Strict,
                 };
                 BuiltHook {
-                    hook: Hook::Webhook(self.webhook(webhook, &wpath, endpoint_configs).await?),
+                    hook: EngineHook::Fixed(Hook::Webhook(
+                        self.webhook(webhook, &wpath, endpoint_configs).await?,
+                    )),
                     version,
                     decode,
                 }
             }
             HookBackend::Jsonnet(jsonnet) => {
-                let spath = format!("{path}.jsonnet");
+                let field = format!("{path}.jsonnet");
                 let dirs = self.sandbox.hook_dirs();
                 let jpath = jsonnet
                     .jpath
                     .iter()
                     .enumerate()
-                    .map(|(i, dir)| dirs.confine(dir, &format!("{spath}.jpath[{i}]")))
+                    .map(|(i, dir)| dirs.confine(dir, &format!("{field}.jpath[{i}]")))
                     .collect::<Result<Vec<PathBuf>, _>>()?;
-                let source = match self.code(jsonnet.source(&spath)?, &spath, owner).await? {
-                    Code::Inline { name, text } => HookSource::JsonnetInline {
-                        name,
-                        code: text,
-                        jpath,
-                    },
-                    Code::File(path) => HookSource::JsonnetFile { path, jpath },
-                };
-                self.evaluated(source, version, owner)
+                let code = jsonnet.source(&field)?;
+                self.evaluated(code, Language::Jsonnet { jpath }, field, owner, version)
+                    .await?
             }
             HookBackend::Tera(tera) => {
-                let spath = format!("{path}.tera");
-                let source = match self.code(tera.source(&spath)?, &spath, owner).await? {
-                    Code::Inline { name, text } => HookSource::TeraInline {
-                        name,
-                        template: text,
-                    },
-                    Code::File(path) => HookSource::TeraFile { path },
-                };
-                self.evaluated(source, version, owner)
+                let field = format!("{path}.tera");
+                let code = tera.source(&field)?;
+                self.evaluated(code, Language::Tera, field, owner, version)
+                    .await?
             }
         };
         Ok(built)
@@ -217,52 +270,68 @@ impl HookFactory {
         ))
     }
 
-    /// An evaluated hook whose requests count for the controller `owner`, so one controller
+    /// A Jsonnet or Tera hook whose code is at `field`: inline code as it is, a ConfigMap key
+    /// or file followed. Its requests count for the controller `owner`, so one controller
     /// cannot take every worker of the sandbox.
-    fn evaluated(&self, source: HookSource, version: ProtocolVersion, owner: &str) -> BuiltHook {
-        BuiltHook {
-            hook: Hook::Evaluated {
-                sandbox: self.sandbox.for_tenant(owner),
-                source,
+    async fn evaluated(
+        &self,
+        code: spec::HookSource<'_>,
+        language: Language,
+        field: String,
+        owner: &HookOwner,
+        version: ProtocolVersion,
+    ) -> Result<BuiltHook, HookBuildError> {
+        let sandbox = self.sandbox.for_tenant(owner.name());
+        let origin = match code {
+            spec::HookSource::Inline(text) => {
+                let name = format!("{} {field}", owner.name());
+                let source = match language {
+                    Language::Jsonnet { jpath } => HookSource::JsonnetInline {
+                        name,
+                        code: text.to_owned(),
+                        jpath,
+                    },
+                    Language::Tera => HookSource::TeraInline {
+                        name,
+                        template: text.to_owned(),
+                    },
+                };
+                return Ok(self.built(
+                    EngineHook::Fixed(Hook::Evaluated { sandbox, source }),
+                    version,
+                ));
+            }
+            spec::HookSource::File(file) => {
+                let confined = self
+                    .sandbox
+                    .hook_dirs()
+                    .confine(file, &format!("{field}.file"))?;
+                Origin::file(&confined.to_string_lossy())
+            }
+            spec::HookSource::ConfigMap(r) => Origin::ConfigMap {
+                namespace: r.namespace.clone(),
+                name: r.name.clone(),
+                key: r.key.clone(),
             },
+        };
+        let followed = FollowedHook::start(Follow {
+            client: self.client.clone(),
+            sandbox,
+            recorder: self.recorder.clone(),
+            owner: owner.clone(),
+            field,
+            language,
+            origin,
+        })
+        .await?;
+        Ok(self.built(EngineHook::Followed(followed), version))
+    }
+
+    fn built(&self, hook: EngineHook, version: ProtocolVersion) -> BuiltHook {
+        BuiltHook {
+            hook,
             version,
             decode: version.default_decode_mode(),
         }
-    }
-
-    async fn code(
-        &self,
-        source: spec::HookSource<'_>,
-        path: &str,
-        owner: &str,
-    ) -> Result<Code, HookBuildError> {
-        Ok(match source {
-            spec::HookSource::Inline(text) => Code::Inline {
-                name: format!("{owner} {path}"),
-                text: text.to_owned(),
-            },
-            spec::HookSource::File(file) => Code::File(
-                self.sandbox
-                    .hook_dirs()
-                    .confine(file, &format!("{path}.file"))?,
-            ),
-            spec::HookSource::ConfigMap(r) => {
-                let bytes = Reader::new(&self.client)
-                    .config_map_key(path, &r.namespace, &r.name, &r.key)
-                    .await?;
-                let text = String::from_utf8(bytes).map_err(|_| HookBuildError::BadValue {
-                    path: path.to_owned(),
-                    kind: "ConfigMap",
-                    namespace: r.namespace.clone(),
-                    name: r.name.clone(),
-                    key: r.key.clone(),
-                    problem: "is not UTF-8 text".to_string(),
-                })?;
-                Code::Inline {
-                    name: format!("configmap {}/{} key {}", r.namespace, r.name, r.key),
-                    text,
-                }
-            }
-        })
     }
 }

@@ -30,11 +30,19 @@ impl Evaluator {
     /// reused: Tera's built-in `now()` and `get_random()` make them impure.
     pub fn dependencies(&self, source: &HookSource) -> Option<Vec<FileStamp>> {
         match source {
-            HookSource::JsonnetFile { .. } | HookSource::JsonnetInline { .. } => {
-                self.jsonnet.dependencies(source)
-            }
-            HookSource::TeraFile { .. } | HookSource::TeraInline { .. } => None,
+            HookSource::JsonnetFile { .. }
+            | HookSource::JsonnetInline { .. }
+            | HookSource::JsonnetFileText { .. } => self.jsonnet.dependencies(source),
+            HookSource::TeraFile { .. }
+            | HookSource::TeraInline { .. }
+            | HookSource::Load { .. } => None,
         }
+    }
+
+    /// How many hooks are kept loaded (Jsonnet states and Tera templates).
+    #[cfg(test)]
+    pub fn loaded_hooks(&self) -> usize {
+        self.jsonnet.loaded() + self.tera.loaded()
     }
 
     /// Evaluates one hook for one JSON request; returns the response JSON text.
@@ -42,7 +50,9 @@ impl Evaluator {
         // The body is checked (and, for Jsonnet, parsed) before the hook is touched, so a body
         // that is not JSON is refused whatever state the hook is in.
         match source {
-            HookSource::JsonnetFile { .. } | HookSource::JsonnetInline { .. } => {
+            HookSource::JsonnetFile { .. }
+            | HookSource::JsonnetInline { .. }
+            | HookSource::JsonnetFileText { .. } => {
                 let request: Json = serde_json::from_slice(request)
                     .map_err(|e| EvalError::BadRequest(e.to_string()))?;
                 self.jsonnet.evaluate(source, &request)
@@ -51,6 +61,20 @@ impl Evaluator {
                 serde_json::from_slice::<serde::de::IgnoredAny>(request)
                     .map_err(|e| EvalError::BadRequest(e.to_string()))?;
                 self.tera.evaluate(source, request, self.max_output_bytes)
+            }
+            HookSource::Load { hook } => {
+                match hook.as_ref() {
+                    HookSource::JsonnetFile { .. }
+                    | HookSource::JsonnetInline { .. }
+                    | HookSource::JsonnetFileText { .. } => self.jsonnet.check(hook)?,
+                    HookSource::TeraFile { .. } | HookSource::TeraInline { .. } => {
+                        super::tera::check(hook)?
+                    }
+                    HookSource::Load { .. } => {
+                        return Err(EvalError::BadRequest("a Load of a Load".into()));
+                    }
+                }
+                Ok("null\n".into())
             }
         }
     }

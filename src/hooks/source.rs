@@ -18,10 +18,25 @@ pub enum HookSource {
         code: String,
         jpath: Vec<PathBuf>,
     },
+    /// The text of the Jsonnet file at `path` as the engine read it (a followed `file` hook):
+    /// evaluated as that file, so errors name it and relative imports resolve beside it, but
+    /// the file is not read again. The engine keeps the last good text while the file on disk
+    /// is broken.
+    JsonnetFileText {
+        path: PathBuf,
+        code: String,
+        jpath: Vec<PathBuf>,
+    },
     /// A Tera template file.
     TeraFile { path: PathBuf },
     /// An inline Tera template; `name` appears in errors.
     TeraInline { name: String, template: String },
+    /// Loads `hook` without calling it, and answers `null`: Jsonnet is parsed, checked and its
+    /// top-level value evaluated, a Tera template is compiled. The engine checks a new version
+    /// of a followed hook (`configMapRef`, `file`) this way before using it. It runs in a worker
+    /// process like any evaluation: parsing is recursive, and a deeply nested text would
+    /// overflow the controller's stack.
+    Load { hook: Box<HookSource> },
 }
 
 /// A hook file that cannot be served.
@@ -64,8 +79,11 @@ impl HookSource {
     /// A short name for logs and metrics.
     pub fn display_name(&self) -> String {
         match self {
-            Self::JsonnetFile { path, .. } | Self::TeraFile { path } => path.display().to_string(),
+            Self::JsonnetFile { path, .. }
+            | Self::JsonnetFileText { path, .. }
+            | Self::TeraFile { path } => path.display().to_string(),
             Self::JsonnetInline { name, .. } | Self::TeraInline { name, .. } => name.clone(),
+            Self::Load { hook } => hook.display_name(),
         }
     }
 }

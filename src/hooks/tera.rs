@@ -67,6 +67,11 @@ impl TeraEvaluator {
         }
     }
 
+    #[cfg(test)]
+    pub fn loaded(&self) -> usize {
+        self.templates.len()
+    }
+
     pub fn evaluate(
         &mut self,
         source: &HookSource,
@@ -78,6 +83,10 @@ impl TeraEvaluator {
         }
         if !self.templates.contains_key(source) {
             let loaded = load(source, &self.env)?;
+            // A hook's new version replaces its old one (a followed ConfigMap key or file was
+            // edited), so edits do not pile up parsed templates.
+            let name = source.display_name();
+            self.templates.retain(|old, _| old.display_name() != name);
             self.templates.insert(source.clone(), loaded);
         }
         let Some(template) = self.templates.get(source) else {
@@ -113,6 +122,11 @@ impl TeraEvaluator {
         let response = parse_rendered(&template.name, &text)?;
         Ok(to_response_json(&response))
     }
+}
+
+/// Compiles the template of `source` without rendering it (see [`HookSource::Load`]).
+pub fn check(source: &HookSource) -> Result<(), EvalError> {
+    load(source, &Arc::new(TeraEnv::default())).map(drop)
 }
 
 fn load(source: &HookSource, env: &Arc<TeraEnv>) -> Result<LoadedTemplate, EvalError> {

@@ -347,3 +347,104 @@ fn tera_errors_name_the_template_and_position() {
     );
     assert!(text.contains("rendered line"), "{text}");
 }
+
+fn load(hook: HookSource) -> HookSource {
+    HookSource::Load {
+        hook: Box::new(hook),
+    }
+}
+
+fn jsonnet_inline(name: &str, code: &str) -> HookSource {
+    HookSource::JsonnetInline {
+        name: name.into(),
+        code: code.into(),
+        jpath: vec![],
+    }
+}
+
+fn tera_inline(name: &str, template: &str) -> HookSource {
+    HookSource::TeraInline {
+        name: name.into(),
+        template: template.into(),
+    }
+}
+
+#[test]
+fn load_checks_a_hook_without_calling_it() {
+    let mut ev = evaluator();
+    // The hook would fail if called; loading it does not call it.
+    let calls_fail = jsonnet_inline("cm", "function(request) error 'called'");
+    assert_eq!(
+        ev.evaluate(&load(calls_fail), b"null").as_deref(),
+        Ok("null\n")
+    );
+    let tera_fails = tera_inline("t", "{{ request.missing.field }}");
+    assert_eq!(
+        ev.evaluate(&load(tera_fails), b"null").as_deref(),
+        Ok("null\n")
+    );
+}
+
+#[test]
+fn load_refuses_syntax_errors_and_undefined_variables_naming_the_hook_and_line() {
+    let mut ev = evaluator();
+    let syntax = jsonnet_inline("/hooks/sync.jsonnet", "function(request)\n  {a: }\n");
+    let Err(EvalError::Hook(text)) = ev.evaluate(&load(syntax), b"null") else {
+        panic!("a syntax error is refused")
+    };
+    assert!(text.contains("/hooks/sync.jsonnet:2:"), "{text}");
+    let undefined = jsonnet_inline("cm", "function(request)\n\n  request + nope\n");
+    let Err(EvalError::Hook(text)) = ev.evaluate(&load(undefined), b"null") else {
+        panic!("an undefined variable is refused")
+    };
+    // jrsonnet's static analysis names the variable, not its line.
+    assert!(
+        text.contains("undefined local: nope") && text.contains("in cm"),
+        "{text}"
+    );
+    let tera = tera_inline("t.tera", "a: 1\nb: {{ x }\n");
+    let Err(EvalError::Hook(text)) = ev.evaluate(&load(tera), b"null") else {
+        panic!("a Tera template that does not compile is refused")
+    };
+    assert!(text.contains("t.tera") && text.contains("2:"), "{text}");
+}
+
+#[test]
+fn a_new_version_of_a_named_inline_hook_replaces_the_old_one() {
+    let mut ev = evaluator();
+    for version in 0..3 {
+        let hook = jsonnet_inline("cm", &format!("function(request) {{ v: {version} }}"));
+        assert_eq!(eval_json(&mut ev, &hook, b"{}"), json!({"v": version}));
+        let tera = tera_inline("t", &format!("v: {version}"));
+        assert_eq!(eval_json(&mut ev, &tera, b"{}"), json!({"v": version}));
+    }
+    assert_eq!(ev.loaded_hooks(), 2, "one Jsonnet state and one template");
+}
+
+#[test]
+fn file_text_is_evaluated_as_its_file_without_reading_it() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("sync.jsonnet");
+    std::fs::write(&path, "this file on disk is broken {").expect("write");
+    std::fs::write(dir.path().join("lib.libsonnet"), "{ v: 'lib' }").expect("write lib");
+    let text = |code: &str| HookSource::JsonnetFileText {
+        path: path.clone(),
+        code: code.into(),
+        jpath: vec![],
+    };
+    let mut ev = evaluator();
+    let good = text("local lib = import 'lib.libsonnet';\nfunction(request) { v: lib.v }\n");
+    assert_eq!(eval_json(&mut ev, &good, b"{}"), json!({"v": "lib"}));
+    // Gone from disk: the text is still what is evaluated.
+    std::fs::remove_file(&path).expect("remove");
+    assert_eq!(eval_json(&mut ev, &good, b"{}"), json!({"v": "lib"}));
+    let broken = text("function(request)\n  {a: }\n");
+    let Err(EvalError::Hook(error)) = ev.evaluate(&broken, b"{}") else {
+        panic!("a syntax error fails")
+    };
+    let shown = format!("{}:2:", path.display());
+    assert!(
+        error.contains(&shown) && !error.contains("virtual:"),
+        "{error}"
+    );
+}

@@ -11,9 +11,11 @@ use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams, PostParams}
 use kube::{Client, ResourceExt};
 use kubelambda::engine::children::ApplyStrategy;
 use kubelambda::engine::{Engine, EngineConfig};
-use kubelambda::hooks::Limits;
 use kubelambda::hooks::jsonnet::JsonnetOptions;
-use kubelambda::hooks::sandbox::{DEFAULT_RESPONSE_CACHE_BYTES, Sandbox, SandboxConfig};
+use kubelambda::hooks::sandbox::{
+    DEFAULT_RESPONSE_CACHE_BYTES, Sandbox, SandboxConfig, SandboxPolicy,
+};
+use kubelambda::hooks::{HookDirs, Limits};
 use serde_json::{Value, json};
 
 use super::*;
@@ -64,13 +66,24 @@ pub struct Harness {
 }
 
 pub fn sandbox() -> Sandbox {
-    Sandbox::new(SandboxConfig {
-        program: BIN.into(),
-        workers: 2,
-        limits: Limits::default(),
-        jsonnet: JsonnetOptions::default(),
-        response_cache_bytes: DEFAULT_RESPONSE_CACHE_BYTES,
-    })
+    sandbox_with(HookDirs::default())
+}
+
+/// The test sandbox, with controllers' `file` hooks and `jpath` allowed inside `hook_dirs`.
+pub fn sandbox_with(hook_dirs: HookDirs) -> Sandbox {
+    Sandbox::with_policy(
+        SandboxConfig {
+            program: BIN.into(),
+            workers: 2,
+            limits: Limits::default(),
+            jsonnet: JsonnetOptions::default(),
+            response_cache_bytes: DEFAULT_RESPONSE_CACHE_BYTES,
+        },
+        SandboxPolicy {
+            hook_dirs,
+            ..SandboxPolicy::default()
+        },
+    )
 }
 
 impl Harness {
@@ -116,6 +129,12 @@ impl Harness {
             config,
             kube_config,
         }
+    }
+
+    /// Restarts the engine with controllers' hook files allowed inside `dirs` (`--hook-dir`).
+    pub fn allow_hook_dirs(&mut self, dirs: &[std::path::PathBuf]) {
+        self.config.sandbox = sandbox_with(HookDirs::new(dirs));
+        self.restart();
     }
 
     pub fn engine(&self) -> &Engine {

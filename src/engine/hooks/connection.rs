@@ -104,6 +104,21 @@ impl Origin<'_> {
     }
 }
 
+/// The value of `key` in a ConfigMap, from `data` or else `binaryData`.
+pub fn config_map_value(config_map: ConfigMap, key: &str) -> Option<Vec<u8>> {
+    let text = config_map
+        .data
+        .and_then(|mut data| data.remove(key))
+        .map(String::into_bytes);
+    let binary = || {
+        config_map
+            .binary_data
+            .and_then(|mut data| data.remove(key))
+            .map(|bytes| bytes.0)
+    };
+    text.or_else(binary)
+}
+
 /// Reads Secrets and ConfigMaps for one controller.
 pub struct Reader<'c> {
     client: &'c Client,
@@ -136,17 +151,7 @@ impl<'c> Reader<'c> {
     ) -> Result<Vec<u8>, HookBuildError> {
         let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), namespace);
         let config_map = get(&api, path, "ConfigMap", namespace, name).await?;
-        let text = config_map
-            .data
-            .and_then(|mut data| data.remove(key))
-            .map(String::into_bytes);
-        let binary = || {
-            config_map
-                .binary_data
-                .and_then(|mut data| data.remove(key))
-                .map(|bytes| bytes.0)
-        };
-        text.or_else(binary).ok_or_else(|| {
+        config_map_value(config_map, key).ok_or_else(|| {
             Origin {
                 path: path.to_string(),
                 kind: "ConfigMap",

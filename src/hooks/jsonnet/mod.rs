@@ -21,13 +21,13 @@ use jrsonnet_evaluator::{
     tla::TlaArg,
     trace::{CompactFormat, PathResolver, TraceFormat},
 };
+use jrsonnet_ir::{SourceFile, SourcePath};
 use jrsonnet_stdlib::ContextInitializer;
 use serde::{Deserialize, Serialize};
 
 use super::FileStamp;
 use super::boundary::{ImportRoots, hook_file};
 use super::{EvalError, HookSource, LimitKind};
-use jrsonnet_ir::{SourceFile, SourcePath};
 pub use lazy_json::Json;
 pub use resolver::BUNDLED;
 use resolver::{HookImportResolver, Stamps};
@@ -155,6 +155,10 @@ impl JsonnetEvaluator {
         }
         if !self.hooks.contains_key(source) {
             let loaded = self.load(source)?;
+            // A hook's new version replaces its old one (a followed ConfigMap key or file was
+            // edited), so edits do not pile up evaluation states.
+            let name = source.display_name();
+            self.hooks.retain(|old, _| old.display_name() != name);
             self.hooks.insert(source.clone(), loaded);
         }
         let Some(hook) = self.hooks.get(source) else {
@@ -179,6 +183,20 @@ impl JsonnetEvaluator {
         self.hooks
             .get(source)
             .map(|hook| hook.stamps.borrow().clone())
+    }
+
+    #[cfg(test)]
+    pub fn loaded(&self) -> usize {
+        self.hooks.len()
+    }
+
+    /// Parses and checks `source` and evaluates its top-level value, without calling it (see
+    /// [`HookSource::Load`]). Nothing is kept.
+    pub fn check(&self, source: &HookSource) -> Result<(), EvalError> {
+        let checked = self.load(source).map(drop);
+        // The state just dropped holds reference cycles.
+        jrsonnet_gcmodule::collect_thread_cycles();
+        checked
     }
 
     #[allow(clippy::mutable_key_type)] // IStr keys are interned, not mutated
@@ -236,10 +254,15 @@ impl JsonnetEvaluator {
                 ImportRoots::inline(jpath, &self.options.jpath),
                 Main::Inline(name, code),
             ),
+            HookSource::JsonnetFileText { path, code, jpath } => (
+                ImportRoots::for_file(path, jpath, &self.options.jpath),
+                Main::FileText(path, code),
+            ),
             _ => return Err(EvalError::Worker("not a Jsonnet hook".into())),
         };
         let main_real = match &main {
             Main::File(real) => Some(real.clone()),
+            Main::FileText(path, _) => Some((*path).clone()),
             Main::Inline(..) => None,
         };
         let main_text = match &main {
@@ -247,6 +270,7 @@ impl JsonnetEvaluator {
                 real.display().to_string(),
                 std::fs::read_to_string(real).unwrap_or_default(),
             ),
+            Main::FileText(path, code) => (path.display().to_string(), (*code).clone()),
             Main::Inline(name, code) => ((*name).clone(), (*code).clone()),
         };
         let stamps: Stamps = Rc::default();
@@ -264,9 +288,13 @@ impl JsonnetEvaluator {
                 .add_ext_code(var, code)
                 .map_err(|e| format_error(&e, &name))?;
         }
+        let mut resolver = HookImportResolver::new(roots, main_real, stamps.clone());
+        if let Main::FileText(path, code) = &main {
+            resolver = resolver.with_main_text((*path).clone(), (*code).clone());
+        }
         let mut builder = State::builder();
         builder
-            .import_resolver(HookImportResolver::new(roots, main_real, stamps.clone()))
+            .import_resolver(resolver)
             .context_initializer(std_ctx);
         let state = builder.build();
         let value = {
@@ -277,6 +305,10 @@ impl JsonnetEvaluator {
                 Main::File(real) => state.import_resolved(SourcePath::new(SourceFile::new(real))),
                 Main::Inline(name, code) => {
                     state.evaluate_snippet(name.as_str(), trace::rewrite(name, code))
+                }
+                // The resolver answers with the given text for this path.
+                Main::FileText(path, _) => {
+                    state.import_resolved(SourcePath::new(SourceFile::new(path.clone())))
                 }
             }
             .map_err(|e| format_error(&e, &name))?
@@ -295,4 +327,5 @@ enum Main<'a> {
     /// The hook file's real path.
     File(PathBuf),
     Inline(&'a String, &'a String),
+    FileText(&'a PathBuf, &'a String),
 }

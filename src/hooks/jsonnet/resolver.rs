@@ -35,6 +35,12 @@ pub struct HookImportResolver {
     /// The hook file itself (its real path): readable wherever the operator put it.
     main: Option<PathBuf>,
     stamps: Stamps,
+    /// A hook file's text as the controller read it ([`HookSource::JsonnetFileText`]): served
+    /// for that path instead of the file on disk, and not stamped, since the disk's version
+    /// is not the one evaluated.
+    ///
+    /// [`HookSource::JsonnetFileText`]: crate::hooks::HookSource::JsonnetFileText
+    main_text: Option<(PathBuf, String)>,
 }
 
 impl HookImportResolver {
@@ -43,7 +49,14 @@ impl HookImportResolver {
             roots,
             main,
             stamps,
+            main_text: None,
         }
+    }
+
+    /// Serves `code` as the contents of `path` (the hook file, as the controller read it).
+    pub fn with_main_text(mut self, path: PathBuf, code: String) -> Self {
+        self.main_text = Some((path, code));
+        self
     }
 }
 
@@ -89,6 +102,11 @@ impl ImportResolver for HookImportResolver {
 
     fn load_file_contents(&self, resolved: &SourcePath) -> Result<Vec<u8>> {
         if let Some(file) = resolved.downcast_ref::<SourceFile>() {
+            if let Some((path, code)) = &self.main_text
+                && file.path() == path
+            {
+                return Ok(super::trace::rewrite(&path.display().to_string(), code).into_bytes());
+            }
             // Only paths `resolve_from` accepted, or the hook itself, reach here; checked again
             // so nothing else that builds a file source can read past the boundary.
             let path = file.path();
