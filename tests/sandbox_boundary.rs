@@ -544,6 +544,48 @@ function(request) {
     assert!(note.contains("--hook-dir"), "{note}");
 }
 
+/// A hook read from a ConfigMap has no directory: it may import only its jpath and the bundled
+/// library, like an inline hook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_hook_cannot_escape_either() {
+    let h = Harness::new("boundary-cm").await;
+    let hook = "function(request) { children: [{ apiVersion: 'v1', kind: 'ConfigMap', \
+                metadata: { name: 'leak' }, data: { environ: importstr '../../../proc/self/environ', \
+                hostname: importstr '/etc/hostname' } }] }";
+    let hooks: ConfigMap = serde_json::from_value(json!({
+        "metadata": {"name": "hooks"},
+        "data": {"sync.jsonnet": hook},
+    }))
+    .expect("config map");
+    h.api::<ConfigMap>()
+        .create(&Default::default(), &hooks)
+        .await
+        .expect("create the hook ConfigMap");
+    h.controller(
+        "boundary-cm",
+        json!({
+            "generateSelector": true,
+            "childResources": [{"apiVersion": "v1", "resource": "configmaps"}],
+            "hooks": {"sync": {"jsonnet": {"configMapRef": {"namespace": h.ns, "name": "hooks", "key": "sync.jsonnet"}}}},
+        }),
+    )
+    .await;
+    h.parent("p1", json!({})).await;
+    let note = h
+        .warning("p1", "in the hook's import roots (hook dir: none")
+        .await;
+    assert!(
+        note.contains("import \"../../../proc/self/environ\""),
+        "{note}"
+    );
+    assert!(!note.contains("PATH="), "nothing of the file leaks: {note}");
+    let cms: kube::Api<ConfigMap> = h.api();
+    assert!(
+        cms.get_opt("leak").await.expect("get").is_none(),
+        "no child was created"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_controller_may_use_files_and_jpath_inside_the_hook_dirs() {
     let tree = Tree::new();
