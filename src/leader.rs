@@ -205,13 +205,11 @@ pub fn next_spec(record: &Record, me: &str, now: Timestamp, lease_duration: Dura
             now
         })),
         renew_time: Some(MicroTime(now)),
-        lease_transitions: Some(
-            if ours || record.holder.is_none() && record.transitions == 0 {
-                record.transitions
-            } else {
-                record.transitions.saturating_add(1)
-            },
-        ),
+        lease_transitions: Some(if ours {
+            record.transitions
+        } else {
+            record.transitions.saturating_add(1)
+        }),
         ..LeaseSpec::default()
     }
 }
@@ -334,6 +332,17 @@ where
     }
 }
 
+/// How one attempt on the Lease ended.
+#[derive(Debug)]
+enum Attempt {
+    /// We hold it now.
+    Held,
+    /// Another replica holds it and is alive.
+    HeldBy(String),
+    /// Someone wrote it between our read and our write (409): nothing changed, try again.
+    Conflict,
+}
+
 /// Runs the election: takes the Lease, renews it, and reports the [`Role`].
 pub struct Elector {
     api: Api<Lease>,
@@ -370,8 +379,9 @@ impl Elector {
         let mut last_renew = loop {
             let started = Instant::now();
             match self.try_acquire_or_renew(&mut observed).await {
-                Ok(None) => break started,
-                Ok(Some(holder)) => {
+                Ok(Attempt::Held) => break started,
+                Ok(Attempt::Conflict) => {}
+                Ok(Attempt::HeldBy(holder)) => {
                     if last_holder.as_ref() != Some(&holder) {
                         tracing::info!(
                             "waiting for leader election Lease {}: held by {holder}",
@@ -403,11 +413,13 @@ impl Elector {
             }
             let left = (last_renew + self.config.renew_deadline) - started;
             match tokio::time::timeout(left, self.try_acquire_or_renew(&mut observed)).await {
-                Ok(Ok(None)) => {
+                Ok(Ok(Attempt::Held)) => {
                     last_renew = started;
                     self.fence.open_until(started + self.config.renew_deadline);
                 }
-                Ok(Ok(Some(holder))) => {
+                // Someone wrote the Lease since we read it: read it again next time.
+                Ok(Ok(Attempt::Conflict)) => {}
+                Ok(Ok(Attempt::HeldBy(holder))) => {
                     tracing::warn!(
                         "leader election Lease {} is now held by {holder}",
                         self.lease_name()
@@ -430,12 +442,11 @@ impl Elector {
         self.role.send_replace(Role::Lost);
     }
 
-    /// One attempt: `Ok(None)` when we hold the Lease afterwards, `Ok(Some(holder))` when
-    /// someone else does.
+    /// One attempt to take or renew the Lease.
     async fn try_acquire_or_renew(
         &self,
         observed: &mut Option<Observed>,
-    ) -> Result<Option<String>, kube::Error> {
+    ) -> Result<Attempt, kube::Error> {
         let me = &self.config.identity;
         let Some(mut lease) = self.api.get_opt(&self.config.name).await? else {
             let lease = Lease {
@@ -444,16 +455,20 @@ impl Elector {
                     namespace: Some(self.config.namespace.clone()),
                     ..ObjectMeta::default()
                 },
-                spec: Some(next_spec(
-                    &Record::default(),
-                    me,
-                    Timestamp::now(),
-                    self.config.lease_duration,
-                )),
+                spec: Some(LeaseSpec {
+                    // The first holder is no transition.
+                    lease_transitions: Some(0),
+                    ..next_spec(
+                        &Record::default(),
+                        me,
+                        Timestamp::now(),
+                        self.config.lease_duration,
+                    )
+                }),
             };
             return match self.api.create(&PostParams::default(), &lease).await {
-                Ok(_) => Ok(None),
-                Err(kube::Error::Api(e)) if e.code == 409 => Ok(Some("another replica".into())),
+                Ok(_) => Ok(Attempt::Held),
+                Err(kube::Error::Api(e)) if e.code == 409 => Ok(Attempt::Conflict),
                 Err(e) => Err(e),
             };
         };
@@ -468,7 +483,7 @@ impl Elector {
         );
         *observed = Some(seen);
         if let Decision::Wait { holder } = decision {
-            return Ok(Some(holder));
+            return Ok(Attempt::HeldBy(holder));
         }
         // `lease` keeps the resourceVersion it was read at: if anyone wrote it since, the API
         // server answers 409 and nothing changes.
@@ -483,9 +498,9 @@ impl Elector {
                     record: Record::from_spec(written.spec.as_ref()),
                     since: Instant::now(),
                 });
-                Ok(None)
+                Ok(Attempt::Held)
             }
-            Err(kube::Error::Api(e)) if e.code == 409 => Ok(Some("another replica".into())),
+            Err(kube::Error::Api(e)) if e.code == 409 => Ok(Attempt::Conflict),
             Err(e) => Err(e),
         }
     }
@@ -596,8 +611,13 @@ mod tests {
         assert_eq!(renewed.acquire_time, Some(MicroTime(now)));
         assert_eq!(renewed.renew_time, Some(MicroTime(later)));
 
-        let first = next_spec(&Record::default(), "me", now, 15 * SECOND);
-        assert_eq!(first.lease_transitions, Some(0));
+        // A released Lease (no holder) taken over is a transition too.
+        let released = Record {
+            transitions: 5,
+            ..Record::default()
+        };
+        let taken = next_spec(&released, "me", now, 15 * SECOND);
+        assert_eq!(taken.lease_transitions, Some(6));
     }
 
     #[test]

@@ -291,8 +291,14 @@ async fn only_one_replica_leads_and_syncs() {
     })
     .await;
     // The standby has seen the Lease held and never started anything.
+    wait_until("the standby to see the Lease held", || async {
+        standby
+            .logs()
+            .contains(&format!("held by {identity}"))
+            .then_some(())
+    })
+    .await;
     let logs = standby.logs();
-    assert!(logs.contains("waiting for leader election Lease"), "{logs}");
     assert!(
         !logs.contains("acquired the leader election Lease"),
         "{logs}"
@@ -449,4 +455,43 @@ async fn the_fenced_client_refuses_writes_unless_the_lease_is_held() {
             .is_some()
     );
     delete_namespace(&admin, &ns).await;
+}
+
+/// SIGTERM: the leader stops, gives the Lease up (no holder) and exits 0, so a standby need not
+/// wait for the lease to run out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_leader_releases_the_lease() {
+    let test = Test::new("leader-term").await;
+    let mut a = Replica::start("a", &test);
+    test.leader_of(&[&a]).await;
+    test.parent("p1").await;
+    test.child_from("p1", "a").await;
+    a.signal(libc::SIGTERM);
+    let status = a.exit_status().await;
+    let logs = a.logs();
+    assert!(status.success(), "{status}:\n{logs}");
+    assert!(
+        logs.contains("released the leader election Lease"),
+        "{logs}"
+    );
+    assert_eq!(test.holder().await, None, "{logs}");
+
+    let b = Replica::start("b", &test);
+    let identity = wait_until("b to take the released Lease", || async {
+        b.leader_identity()
+    })
+    .await;
+    assert_eq!(test.holder().await.as_deref(), Some(identity.as_str()));
+    let leases: Api<Lease> = Api::namespaced(test.client.clone(), &test.ns);
+    let spec = leases
+        .get(&test.lease)
+        .await
+        .expect("Lease")
+        .spec
+        .expect("spec");
+    assert_eq!(spec.lease_transitions, Some(1), "{spec:?}");
+    test.parent("p2").await;
+    test.child_from("p2", "b").await;
+    drop((a, b));
+    test.cleanup().await;
 }
