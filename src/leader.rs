@@ -378,10 +378,20 @@ impl Elector {
         let mut last_holder: Option<String> = None;
         let mut last_renew = loop {
             let started = Instant::now();
-            match self.try_acquire_or_renew(&mut observed).await {
-                Ok(Attempt::Held) => break started,
-                Ok(Attempt::Conflict) => {}
-                Ok(Attempt::HeldBy(holder)) => {
+            // A request that hangs must not keep a standby from ever trying again.
+            let attempt = tokio::time::timeout(
+                self.config.renew_deadline,
+                self.try_acquire_or_renew(&mut observed),
+            );
+            match attempt.await {
+                Err(_) => tracing::warn!(
+                    "no answer within {:?} while taking the leader election Lease {}",
+                    self.config.renew_deadline,
+                    self.lease_name()
+                ),
+                Ok(Ok(Attempt::Held)) => break started,
+                Ok(Ok(Attempt::Conflict)) => {}
+                Ok(Ok(Attempt::HeldBy(holder))) => {
                     if last_holder.as_ref() != Some(&holder) {
                         tracing::info!(
                             "waiting for leader election Lease {}: held by {holder}",
@@ -390,7 +400,7 @@ impl Elector {
                         last_holder = Some(holder);
                     }
                 }
-                Err(e) => tracing::warn!(
+                Ok(Err(e)) => tracing::warn!(
                     "cannot take the leader election Lease {}: {e}",
                     self.lease_name()
                 ),
