@@ -235,6 +235,8 @@ pub struct RunOptions {
     pub notices: Vec<args::Notice>,
     /// Where controller specs may point `file` and `jpath` (`--hook-dir`).
     pub hook_dirs: Vec<PathBuf>,
+    /// `--leader-election`: run the engine only while holding the Lease; `None`: always.
+    pub leader_election: Option<crate::leader::ElectionConfig>,
 }
 
 async fn kube_config(path: Option<&Path>) -> Result<kube::Config, String> {
@@ -284,15 +286,30 @@ async fn serve_metrics(
     Ok(())
 }
 
-/// Serves `/healthz` and `/readyz` on `addr`, unless it is "0".
-async fn serve_health(addr: &str) -> Result<(), String> {
+/// Serves `/healthz` and `/readyz` on `addr`, unless it is "0". With leader election, `/readyz`
+/// says whether this replica leads or stands by (both are ready: a standby is healthy).
+async fn serve_health(
+    addr: &str,
+    role: Option<tokio::sync::watch::Receiver<crate::leader::Role>>,
+) -> Result<(), String> {
     if addr == "0" {
         return Ok(());
     }
     let addr = httpd::parse_listen_addr(addr).map_err(|e| e.to_string())?;
+    let readyz = move || {
+        let role = role.as_ref().map(|r| *r.borrow());
+        async move {
+            match role {
+                None => "ok\n",
+                Some(crate::leader::Role::Leading) => "ok: leader\n",
+                Some(crate::leader::Role::Standby) => "ok: standby\n",
+                Some(crate::leader::Role::Lost) => "ok: leader election lost, exiting\n",
+            }
+        }
+    };
     let app = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
-        .route("/readyz", axum::routing::get(|| async { "ok\n" }));
+        .route("/readyz", axum::routing::get(readyz));
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| format!("cannot listen on {addr} for health probes: {e}"))?;
@@ -302,7 +319,17 @@ async fn serve_health(addr: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// `kubelambda run`: the controller, until SIGINT or SIGTERM.
+/// How `run` ended.
+enum RunEnd {
+    /// SIGINT or SIGTERM.
+    Signal,
+    /// The Lease was lost: the engine is stopped and the process must exit non-zero so that
+    /// Kubernetes restarts it as a standby.
+    LeadershipLost,
+}
+
+/// `kubelambda run`: the controller, until SIGINT or SIGTERM (or, with leader election, until
+/// the Lease is lost).
 pub async fn run(options: RunOptions, eval: &EvalOptions) -> ExitCode {
     for notice in &options.notices {
         if notice.warn {
@@ -319,33 +346,93 @@ pub async fn run(options: RunOptions, eval: &EvalOptions) -> ExitCode {
         );
     }
     let result = async {
+        if let Some(election) = &options.leader_election {
+            election.validate().map_err(|e| e.to_string())?;
+        }
         let config = kube_config(options.kubeconfig.as_deref()).await?;
         let sandbox = eval
             .sandbox_for(HookDirs::new(&options.hook_dirs))
             .map_err(|e| format!("cannot start the hook sandbox: {e}"))?;
-        let engine = crate::engine::Engine::start(
-            config,
-            crate::engine::EngineConfig {
-                workers: options.workers,
-                discovery_interval: options.discovery_interval,
-                cache_flush_interval: options.cache_flush_interval,
-                apply: options.apply,
-                target_label_selector: options.target_label_selector,
-                client_rate_limit: options.client_rate_limit,
-                sandbox,
-            },
-        )
-        .map_err(|e| format!("cannot create the Kubernetes client: {e}"))?;
-        serve_metrics(&options.metrics_address, engine.metrics.clone()).await?;
-        serve_health(&options.health_address).await?;
+        let engine_config = crate::engine::EngineConfig {
+            workers: options.workers,
+            discovery_interval: options.discovery_interval,
+            cache_flush_interval: options.cache_flush_interval,
+            apply: options.apply.clone(),
+            target_label_selector: options.target_label_selector.clone(),
+            client_rate_limit: options.client_rate_limit,
+            sandbox,
+        };
+        let metrics = crate::telemetry::api_metrics::ApiMetrics::default();
+        serve_metrics(&options.metrics_address, metrics.clone()).await?;
+        let Some(election) = options.leader_election.clone() else {
+            serve_health(&options.health_address, None).await?;
+            let engine = crate::engine::Engine::start_fenced(config, engine_config, metrics, None)
+                .map_err(|e| format!("cannot create the Kubernetes client: {e}"))?;
+            tracing::info!("kubelambda controller running");
+            shutdown_signal().await;
+            drop(engine);
+            return Ok(RunEnd::Signal);
+        };
+        let lease_client =
+            crate::telemetry::api_metrics::client(config.clone(), metrics.clone(), None)
+                .map_err(|e| format!("cannot create the Kubernetes client: {e}"))?;
+        let fence = crate::leader::Fence::default();
+        let elector =
+            crate::leader::Elector::new(lease_client.clone(), election.clone(), fence.clone());
+        let mut role = elector.subscribe();
+        serve_health(&options.health_address, Some(role.clone())).await?;
+        tracing::info!(
+            "leader election on Lease {}/{} as {}: standing by until it is ours",
+            election.namespace,
+            election.name,
+            election.identity
+        );
+        let elector = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(elector.run()));
+        let shutdown = shutdown_signal();
+        tokio::pin!(shutdown);
+        tokio::select! {
+            _ = &mut shutdown => return Ok(RunEnd::Signal),
+            led = role.wait_for(|r| *r != crate::leader::Role::Standby) => {
+                if led.map(|r| *r).ok() != Some(crate::leader::Role::Leading) {
+                    return Ok(RunEnd::LeadershipLost);
+                }
+            }
+        }
+        let engine =
+            crate::engine::Engine::start_fenced(config, engine_config, metrics, Some(fence))
+                .map_err(|e| format!("cannot create the Kubernetes client: {e}"))?;
         tracing::info!("kubelambda controller running");
-        shutdown_signal().await;
+        let end = tokio::select! {
+            _ = &mut shutdown => RunEnd::Signal,
+            _ = role.wait_for(|r| *r == crate::leader::Role::Lost) => RunEnd::LeadershipLost,
+        };
+        // Stop every controller before anything else: a lost leader must not write again.
         drop(engine);
-        Ok::<(), String>(())
+        drop(elector);
+        if let RunEnd::Signal = end {
+            let api = kube::Api::namespaced(lease_client, &election.namespace);
+            match crate::leader::Elector::release(&api, &election).await {
+                Ok(()) => tracing::info!(
+                    "released the leader election Lease {}/{}",
+                    election.namespace,
+                    election.name
+                ),
+                Err(e) => tracing::warn!(
+                    "cannot release the leader election Lease {}/{}: {e}",
+                    election.namespace,
+                    election.name
+                ),
+            }
+        }
+        Ok::<RunEnd, String>(end)
     }
     .await;
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(RunEnd::Signal) => ExitCode::SUCCESS,
+        Ok(RunEnd::LeadershipLost) => {
+            eprintln!("kubelambda run: leader election lost");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("kubelambda run: {e}");
             ExitCode::FAILURE

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod gocompat;
 pub mod hooks;
 pub mod httpd;
+pub mod leader;
 pub mod render;
 pub mod selector;
 pub mod telemetry;

@@ -157,6 +157,17 @@ pub mod api_metrics {
         metrics: ApiMetrics,
         limit: Option<crate::client_limit::RateLimit>,
     ) -> Result<kube::Client, kube::Error> {
+        fenced_client(config, metrics, limit, None)
+    }
+
+    /// Like [`client`], refusing writes while `fence` is closed (leader election: only the
+    /// leader writes). Refused writes are neither counted nor held by the rate limit.
+    pub fn fenced_client(
+        config: kube::Config,
+        metrics: ApiMetrics,
+        limit: Option<crate::client_limit::RateLimit>,
+        fence: Option<crate::leader::Fence>,
+    ) -> Result<kube::Client, kube::Error> {
         let count =
             tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
                 metrics.observe(req.method(), req.uri());
@@ -166,6 +177,9 @@ pub mod api_metrics {
         Ok(kube::client::ClientBuilder::try_from(config)?
             .with_layer(&limit)
             .with_layer(&count)
+            .with_layer(&tower::util::option_layer(
+                fence.map(crate::leader::FenceLayer),
+            ))
             .build())
     }
 }

@@ -144,6 +144,15 @@ fn assert_all_flags_applied(run: &RunArgs, form: &str) {
     assert_eq!(run.zap_log_level, Some(ZapLevel::Debug(5)), "{form}");
     assert_eq!(run.zap_devel, Some(true), "{form}");
     assert_eq!(run.leader_election, Some(true), "{form}");
+    let election = options
+        .leader_election
+        .as_ref()
+        .expect("--leader-election acts");
+    assert_eq!(
+        (election.namespace.as_str(), election.name.as_str()),
+        ("metacontroller", "metacontroller"),
+        "{form}"
+    );
     // One notice for each flag that has no effect, and none for the others.
     let flagged: Vec<String> = options
         .notices
@@ -156,10 +165,6 @@ fn assert_all_flags_applied(run: &RunArgs, form: &str) {
             "--events-qps",
             "--events-burst",
             "--pprof-address",
-            "--leader-election",
-            "--leader-election-resource-lock",
-            "--leader-election-namespace",
-            "--leader-election-id",
             "--zap-stacktrace-level",
             "--zap-time-encoding",
         ],
@@ -239,13 +244,24 @@ fn metacontroller_manifests_arguments_parse() {
     // Leader election values, and the Go bool's `=value` form.
     let run = parse_run(&["--leader-election"]);
     assert_eq!(run.leader_election, Some(true));
-    assert!(
-        run.options().notices[0].warn,
-        "several replicas would all act"
+    let election = run.options().leader_election.expect("on");
+    assert_eq!(election.name, "kubelambda");
+    assert_eq!(
+        (
+            election.lease_duration,
+            election.renew_deadline,
+            election.retry_period
+        ),
+        (
+            Duration::from_secs(15),
+            Duration::from_secs(10),
+            Duration::from_secs(2)
+        )
     );
+    assert!(run.options().notices.is_empty(), "leader election acts");
     let run = parse_run(&["-leader-election=F"]);
     assert_eq!(run.leader_election, Some(false));
-    assert!(!run.options().notices[0].warn);
+    assert!(run.options().leader_election.is_none());
 }
 
 #[test]
@@ -429,6 +445,14 @@ fn values_that_cannot_work_are_refused_naming_the_flag() {
         (
             &["--leader-election=maybe"],
             &["--leader-election", "not a boolean"],
+        ),
+        (
+            &["--leader-election-resource-lock=configmaps"],
+            &["--leader-election-resource-lock", "leases"],
+        ),
+        (
+            &["--leader-election-retry-period=0s"],
+            &["--leader-election-retry-period", "greater than 0"],
         ),
         (&["--log-format=yaml"], &["--log-format", "text, json"]),
         (
@@ -808,7 +832,6 @@ async fn log_format_json_writes_one_object_per_line() {
         &health,
         "--events-qps=0.0033",
         "-pprof-address=:6060",
-        "--leader-election=true",
         "--client-go-qps=50",
     ]
     .iter()
@@ -840,13 +863,6 @@ async fn log_format_json_writes_one_object_per_line() {
     };
     assert_eq!(count("--events-qps=0.0033 is accepted"), 1, "{logs}");
     assert_eq!(count("--pprof-address=:6060 is accepted"), 1, "{logs}");
-    assert_eq!(count("--leader-election=true is accepted"), 1, "{logs}");
-    assert!(
-        messages
-            .iter()
-            .any(|(level, m)| level == "WARN" && m.starts_with("--leader-election=true")),
-        "{logs}"
-    );
     assert_eq!(
         count("client-side limit on API requests: 50 per second, burst 10"),
         1,

@@ -169,18 +169,28 @@ pub struct RunArgs {
     /// Go's pprof endpoint.
     #[arg(long, value_name = "ADDRESS", help_heading = NO_EFFECT)]
     pub pprof_address: Option<String>,
-    /// Leader election (kubelambda has none yet: run one replica).
-    #[arg(long, value_name = "BOOL", help_heading = NO_EFFECT, num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = flag_values::go_bool)]
+    /// Leader election: only the replica holding a coordination.k8s.io/v1 Lease runs the
+    /// controllers; the others wait to take over. A leader that loses its Lease exits (status 1).
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true", value_parser = flag_values::go_bool)]
     pub leader_election: Option<bool>,
-    /// Leader election lock type.
-    #[arg(long, value_name = "LOCK", help_heading = NO_EFFECT)]
+    /// Leader election lock type (only `leases`).
+    #[arg(long, value_name = "LOCK", value_parser = ["leases"])]
     pub leader_election_resource_lock: Option<String>,
-    /// Leader election lock namespace.
-    #[arg(long, value_name = "NAMESPACE", help_heading = NO_EFFECT)]
+    /// The Lease's namespace [default: the pod's namespace in a cluster, else `default`].
+    #[arg(long, value_name = "NAMESPACE")]
     pub leader_election_namespace: Option<String>,
-    /// Leader election lock name.
-    #[arg(long, value_name = "NAME", help_heading = NO_EFFECT)]
-    pub leader_election_id: Option<String>,
+    /// The Lease's name.
+    #[arg(long, value_name = "NAME", default_value = "kubelambda")]
+    pub leader_election_id: String,
+    /// How long standbys wait for a Lease that is not renewed before taking it (Go duration).
+    #[arg(long, value_name = "DURATION", default_value = "15s", value_parser = flag_values::positive_go_duration)]
+    pub leader_election_lease_duration: Duration,
+    /// How long the leader keeps leading without a successful renew (Go duration).
+    #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = flag_values::positive_go_duration)]
+    pub leader_election_renew_deadline: Duration,
+    /// How often to try to take or renew the Lease (Go duration).
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = flag_values::positive_go_duration)]
+    pub leader_election_retry_period: Duration,
 
     /// A directory whose files controller specs may name in a hook's `file` and `jpath`
     /// (repeatable). Without one, specs may only use inline code and configMapRef.
@@ -369,7 +379,22 @@ impl RunArgs {
             client_rate_limit: self.rate_limit(),
             notices: self.notices(),
             hook_dirs: self.hook_dirs.clone(),
+            leader_election: self.election(),
         }
+    }
+
+    /// The election settings with `--leader-election`, else `None`.
+    fn election(&self) -> Option<crate::leader::ElectionConfig> {
+        self.leader_election
+            .unwrap_or(false)
+            .then(|| crate::leader::ElectionConfig {
+                namespace: crate::leader::namespace(self.leader_election_namespace.as_deref()),
+                name: self.leader_election_id.clone(),
+                identity: crate::leader::identity(),
+                lease_duration: self.leader_election_lease_duration,
+                renew_deadline: self.leader_election_renew_deadline,
+                retry_period: self.leader_election_retry_period,
+            })
     }
 
     /// The client-side limit: on when either flag is given, off for a negative rate.
@@ -415,30 +440,6 @@ impl RunArgs {
                 v,
                 "pprof is Go's profiler and kubelambda is not a Go program; use the /metrics endpoint or perf",
             ));
-        }
-        if let Some(v) = self.leader_election {
-            let mut notice = info(
-                "leader-election",
-                v,
-                "kubelambda has no leader election yet; run a single replica",
-            );
-            if v {
-                notice.warn = true;
-                notice.message.push_str(
-                    " (with several replicas, every one of them acts on every controller)",
-                );
-            }
-            out.push(notice);
-        }
-        let election = "kubelambda has no leader election yet";
-        if let Some(v) = &self.leader_election_resource_lock {
-            out.push(info("leader-election-resource-lock", v, election));
-        }
-        if let Some(v) = &self.leader_election_namespace {
-            out.push(info("leader-election-namespace", v, election));
-        }
-        if let Some(v) = &self.leader_election_id {
-            out.push(info("leader-election-id", v, election));
         }
         if let Some(v) = &self.zap_stacktrace_level {
             out.push(info(

@@ -82,8 +82,24 @@ impl Engine {
     /// Connects with `kube_config` (its requests counted in [`Engine::metrics`], and held to
     /// [`EngineConfig::client_rate_limit`]) and starts watching CompositeControllers.
     pub fn start(kube_config: kube::Config, config: EngineConfig) -> Result<Self, kube::Error> {
-        let metrics = ApiMetrics::default();
-        let client = api_metrics::client(kube_config, metrics.clone(), config.client_rate_limit)?;
+        Self::start_fenced(kube_config, config, ApiMetrics::default(), None)
+    }
+
+    /// Like [`Engine::start`], counting requests in `metrics` (served before the engine starts)
+    /// and, with leader election, refusing writes while `fence` is closed: a replica that lost
+    /// its Lease cannot write even before it has stopped.
+    pub fn start_fenced(
+        kube_config: kube::Config,
+        config: EngineConfig,
+        metrics: ApiMetrics,
+        fence: Option<crate::leader::Fence>,
+    ) -> Result<Self, kube::Error> {
+        let client = api_metrics::fenced_client(
+            kube_config,
+            metrics.clone(),
+            config.client_rate_limit,
+            fence,
+        )?;
         let shared = Shared {
             discovery: Arc::new(Discovery::new(client.clone(), config.discovery_interval)),
             informers: InformerFactory::new(client.clone()),
