@@ -214,19 +214,27 @@ impl Related {
             .await
             .map_err(|source| RelatedError::Discovery { index, source })?;
         let informer = self.shared.informers.informer(&ty.ar);
-        self.resync_on_changes(&informer);
-        if tokio::time::timeout(READY_TIMEOUT, informer.wait_ready())
-            .await
-            .is_err()
-        {
-            return Err(RelatedError::NotReady {
-                index,
-                resource: id,
-            });
-        }
+        self.follow(&informer, index, &id).await?;
         let w = Arc::new(Watched { ty, informer });
         watched.insert(id, w.clone());
         Ok(w)
+    }
+
+    /// Resyncs the parents on every change in `informer` and waits until it has listed;
+    /// `resource` (`apiVersion/resource`) names it if it does not list in time.
+    async fn follow(
+        &self,
+        informer: &Informer,
+        index: usize,
+        resource: &str,
+    ) -> Result<(), RelatedError> {
+        self.resync_on_changes(informer);
+        tokio::time::timeout(READY_TIMEOUT, informer.wait_ready())
+            .await
+            .map_err(|_| RelatedError::NotReady {
+                index,
+                resource: resource.to_owned(),
+            })
     }
 
     /// Resyncs every parent of this controller when anything in `informer` changes.
@@ -267,16 +275,7 @@ impl Related {
             return Ok(informer.clone());
         }
         let informer = self.shared.informers.informer(&ar);
-        self.resync_on_changes(&informer);
-        if tokio::time::timeout(READY_TIMEOUT, informer.wait_ready())
-            .await
-            .is_err()
-        {
-            return Err(RelatedError::NotReady {
-                index,
-                resource: "v1/namespaces".into(),
-            });
-        }
+        self.follow(&informer, index, "v1/namespaces").await?;
         *slot = Some(informer.clone());
         Ok(informer)
     }

@@ -3,11 +3,9 @@
 //! Secret and ConfigMap values they name, turned into TLS settings and an `Authorization`
 //! header. Every error names the field path and the object and key it read.
 
-use std::collections::BTreeMap;
 use std::fmt::Display;
 
 use http::HeaderValue;
-use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::{Api, Client};
 
@@ -130,15 +128,34 @@ impl<'c> Reader<'c> {
     }
 
     /// The Secret's data; `path` is the field that names it.
-    async fn secret(
+    /// The values of `keys` in one Secret, each with where it came from (for errors about the
+    /// value); a missing key is an error naming it. `path` is the field that names the Secret.
+    async fn secret_keys<'a, const N: usize>(
         &self,
         path: &str,
-        namespace: &str,
-        name: &str,
-    ) -> Result<BTreeMap<String, ByteString>, HookBuildError> {
+        namespace: &'a str,
+        name: &'a str,
+        keys: [&'a str; N],
+    ) -> Result<[(Origin<'a>, Vec<u8>); N], HookBuildError> {
         let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
-        let secret = get(&api, path, "Secret", namespace, name).await?;
-        Ok(secret.data.unwrap_or_default())
+        let data = get(&api, path, "Secret", namespace, name)
+            .await?
+            .data
+            .unwrap_or_default();
+        let origin = |key| Origin {
+            path: path.to_string(),
+            kind: "Secret",
+            namespace,
+            name,
+            key,
+        };
+        if let Some(absent) = keys.iter().find(|key| !data.contains_key(**key)) {
+            return Err(origin(absent).missing());
+        }
+        Ok(keys.map(|key| {
+            let value = data.get(key).map(|v| v.0.clone()).unwrap_or_default();
+            (origin(key), value)
+        }))
     }
 
     /// One ConfigMap key, from `data` or `binaryData`; `path` is the field that names it.
@@ -212,19 +229,15 @@ impl<'c> Reader<'c> {
                 })
             }
             CaBundleSource::Secret(reference) => {
-                let field = format!("{path}.secretRef");
-                let data = self
-                    .secret(&field, &reference.namespace, &reference.name)
+                let [(origin, pem)] = self
+                    .secret_keys(
+                        &format!("{path}.secretRef"),
+                        &reference.namespace,
+                        &reference.name,
+                        [reference.key()],
+                    )
                     .await?;
-                let origin = Origin {
-                    path: field,
-                    kind: "Secret",
-                    namespace: &reference.namespace,
-                    name: &reference.name,
-                    key: reference.key(),
-                };
-                let pem = data.get(reference.key()).ok_or_else(|| origin.missing())?;
-                tls::parse_ca_bundle(&pem.0).map_err(|e| origin.bad(e))
+                tls::parse_ca_bundle(&pem).map_err(|e| origin.bad(e))
             }
             CaBundleSource::ConfigMap(reference) => {
                 let field = format!("{path}.configMapRef");
@@ -256,27 +269,15 @@ impl<'c> Reader<'c> {
         client_tls: &ClientTls,
     ) -> Result<Vec<u8>, HookBuildError> {
         let reference = &client_tls.secret_ref;
-        let data = self
-            .secret(path, &reference.namespace, &reference.name)
+        let [(cert_origin, cert), (key_origin, key)] = self
+            .secret_keys(
+                path,
+                &reference.namespace,
+                &reference.name,
+                [client_tls.cert_key(), client_tls.private_key_key()],
+            )
             .await?;
-        let origin = |key| Origin {
-            path: path.to_string(),
-            kind: "Secret",
-            namespace: &reference.namespace,
-            name: &reference.name,
-            key,
-        };
-        let (cert_origin, key_origin) = (
-            origin(client_tls.cert_key()),
-            origin(client_tls.private_key_key()),
-        );
-        let cert = data
-            .get(cert_origin.key)
-            .ok_or_else(|| cert_origin.missing())?;
-        let key = data
-            .get(key_origin.key)
-            .ok_or_else(|| key_origin.missing())?;
-        tls::parse_identity(&cert.0, &key.0).map_err(|(part, e)| match part {
+        tls::parse_identity(&cert, &key).map_err(|(part, e)| match part {
             IdentityPart::Certificate => cert_origin.bad(e),
             IdentityPart::Key => key_origin.bad(e),
         })
@@ -288,41 +289,28 @@ impl<'c> Reader<'c> {
         authorization: &Authorization,
     ) -> Result<HeaderValue, HookBuildError> {
         let reference = &authorization.secret_ref;
-        let data = self
-            .secret(path, &reference.namespace, &reference.name)
+        let [(origin, value)] = self
+            .secret_keys(
+                path,
+                &reference.namespace,
+                &reference.name,
+                [&reference.key],
+            )
             .await?;
-        let origin = Origin {
-            path: path.to_string(),
-            kind: "Secret",
-            namespace: &reference.namespace,
-            name: &reference.name,
-            key: &reference.key,
-        };
-        let value = data.get(&reference.key).ok_or_else(|| origin.missing())?;
-        auth::authorization_header(authorization.scheme(), &value.0).map_err(|e| origin.bad(e))
+        auth::authorization_header(authorization.scheme(), &value).map_err(|e| origin.bad(e))
     }
 
     async fn basic(&self, path: &str, basic: &BasicAuth) -> Result<HeaderValue, HookBuildError> {
         let reference = &basic.secret_ref;
-        let data = self
-            .secret(path, &reference.namespace, &reference.name)
+        let [(user_origin, username), (password_origin, password)] = self
+            .secret_keys(
+                path,
+                &reference.namespace,
+                &reference.name,
+                [basic.username_key(), basic.password_key()],
+            )
             .await?;
-        let origin = |key| Origin {
-            path: path.to_string(),
-            kind: "Secret",
-            namespace: &reference.namespace,
-            name: &reference.name,
-            key,
-        };
-        let (user_origin, password_origin) =
-            (origin(basic.username_key()), origin(basic.password_key()));
-        let username = data
-            .get(user_origin.key)
-            .ok_or_else(|| user_origin.missing())?;
-        let password = data
-            .get(password_origin.key)
-            .ok_or_else(|| password_origin.missing())?;
-        auth::basic_header(&username.0, &password.0).map_err(|(field, e)| match field {
+        auth::basic_header(&username, &password).map_err(|(field, e)| match field {
             BasicField::Username => user_origin.bad(e),
             BasicField::Password => password_origin.bad(e),
         })
