@@ -7,7 +7,6 @@
 
 mod common;
 
-use std::io::Read;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -70,20 +69,7 @@ impl Replica {
             .stderr(Stdio::piped())
             .spawn()
             .expect("start kubelambda");
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().expect("stderr piped");
-        let sink = stderr.clone();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 8192];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                if let Ok(mut s) = sink.lock() {
-                    s.push_str(&String::from_utf8_lossy(&buf[..n]));
-                }
-            }
-        });
+        let (stderr, _reader) = collect_stderr(&mut child);
         Self {
             name,
             child,

@@ -379,3 +379,29 @@ pub fn crd_api_resource(crd: &CustomResourceDefinition) -> ApiResource {
         &crd.spec.names.plural,
     )
 }
+
+/// Collects a child process's stderr (it must be piped) into a shared string as it comes, so a
+/// test can read the logs of a process that is still running.
+pub fn collect_stderr(
+    child: &mut std::process::Child,
+) -> (
+    std::sync::Arc<std::sync::Mutex<String>>,
+    std::thread::JoinHandle<()>,
+) {
+    use std::io::Read;
+    let collected = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let mut pipe = child.stderr.take().expect("stderr piped");
+    let sink = collected.clone();
+    let reader = std::thread::spawn(move || {
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            if let Ok(mut s) = sink.lock() {
+                s.push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        }
+    });
+    (collected, reader)
+}
