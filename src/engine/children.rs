@@ -444,17 +444,7 @@ fn previous_managers(field_manager: &str) -> Vec<&'static str> {
 /// entry, since only an applier (ours, or Metacontroller's in SSA mode) writes with that
 /// operation to a child we control.
 fn ssa_field_manager_entry(object: &Value) -> Option<&Value> {
-    object
-        .pointer("/metadata/managedFields")
-        .and_then(Value::as_array)?
-        .iter()
-        .filter(|e| {
-            e.get("operation").and_then(Value::as_str) == Some(managed_fields::APPLY)
-                && e.get("subresource")
-                    .and_then(Value::as_str)
-                    .is_none_or(str::is_empty)
-        })
-        .find_map(|e| e.get("fieldsV1"))
+    managed_fields::entry_where(object, managed_fields::APPLY, |_| true)
 }
 
 /// Whether applying `desired` (sanitised, with our owner reference) would change nothing: every

@@ -25,8 +25,20 @@ pub const APPLY: &str = "Apply";
 /// The `fieldsV1` of `manager`'s entry with `operation` on the main resource (not a subresource
 /// such as `status`), if there is one.
 pub fn entry<'a>(object: &'a Value, manager: &str, operation: &str) -> Option<&'a Value> {
+    entry_where(object, operation, |name| name == manager)
+}
+
+/// The `fieldsV1` of the first entry with `operation` on the main resource whose manager
+/// `manager` accepts.
+pub fn entry_where<'a>(
+    object: &'a Value,
+    operation: &str,
+    manager: impl Fn(&str) -> bool,
+) -> Option<&'a Value> {
     entries(object).find_map(|e| {
-        (e.get("manager").and_then(Value::as_str) == Some(manager)
+        (e.get("manager")
+            .and_then(Value::as_str)
+            .is_some_and(&manager)
             && e.get("operation").and_then(Value::as_str) == Some(operation)
             && is_main_resource(e))
         .then(|| e.get("fieldsV1"))
