@@ -994,36 +994,6 @@ async fn unsupported_fields_stop_the_controller_naming_the_field() {
     assert_eq!(h.engine().metrics.syncs(), 0, "the controller never ran");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_decorator_controller_is_reported_as_not_run() {
-    let h = Harness::new("decorator").await;
-    let name = format!("deco-{}", h.label);
-    let dc: DynamicObject = serde_json::from_value(json!({
-        "apiVersion": "metacontroller.k8s.io/v1alpha1",
-        "kind": "DecoratorController",
-        "metadata": {"name": name, "labels": {"kubelambda-test": h.label}},
-        "spec": {
-            "resources": [{"apiVersion": "v1", "resource": "configmaps"}],
-            "hooks": {"sync": {"webhook": {"url": "http://127.0.0.1:9/sync"}}},
-        },
-    }))
-    .expect("decorator");
-    install_crds(&h.client).await;
-    let ar = ApiResource {
-        kind: "DecoratorController".into(),
-        plural: "decoratorcontrollers".into(),
-        ..cc_ar()
-    };
-    Api::<DynamicObject>::all_with(h.client.clone(), &ar)
-        .create(&PostParams::default(), &dc)
-        .await
-        .expect("create DecoratorController");
-    let note = h
-        .warning_in("default", &name, "does not run DecoratorControllers")
-        .await;
-    assert_eq!(note, kubelambda::engine::decorator_notice::NOT_RUN);
-}
-
 /// `--cache-flush-interval` resyncs every parent of every controller, with no
 /// resyncPeriodSeconds set, and writes nothing when nothing changed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

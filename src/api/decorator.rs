@@ -166,15 +166,17 @@ impl DecoratorControllerSpec {
         })
     }
 
-    /// The sync hook, which every DecoratorController needs.
-    pub fn sync_hook(&self) -> Result<&Hook, ApiError> {
-        self.hooks()?
-            .sync
-            .as_ref()
-            .ok_or_else(|| ApiError::MissingHook {
+    /// The hooks, which need a sync or a finalize hook: a decorator with only `finalize`
+    /// (cleanup when a target goes away) is valid (Metacontroller #948 panicked on it).
+    fn sync_or_finalize(&self) -> Result<(), ApiError> {
+        let hooks = self.hooks()?;
+        if hooks.sync.is_none() && hooks.finalize.is_none() {
+            return Err(ApiError::MissingHook {
                 path: "spec.hooks".to_string(),
-                message: "sync hook is required".to_string(),
-            })
+                message: "a sync or a finalize hook is required".to_string(),
+            });
+        }
+        Ok(())
     }
 
     /// The periodic resync interval, raised to at least one second.
@@ -184,7 +186,7 @@ impl DecoratorControllerSpec {
     }
 
     /// Checks what can be checked without the cluster: at least one target type, apiVersions
-    /// parse, a sync hook exists, and every hook and endpoint config is well formed.
+    /// parse, a sync or finalize hook exists, and every hook and endpoint config is well formed.
     pub fn validate(&self) -> Result<(), ApiError> {
         if self.resources.is_empty() {
             return Err(ApiError::Invalid {
@@ -204,7 +206,7 @@ impl DecoratorControllerSpec {
                 &rule.api_version,
             )?;
         }
-        self.sync_hook()?;
+        self.sync_or_finalize()?;
         for (path, hook) in self.hooks()?.iter() {
             hook.validate(path)?;
         }

@@ -15,6 +15,8 @@ use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
 
 use super::apply;
+use super::controller::ChildKind;
+use super::controller::plan::ChildPlan;
 use super::discovery::Resolved;
 use super::managed_fields;
 use crate::api::ChildUpdateMethod;
@@ -126,6 +128,55 @@ impl ChildWriter {
             .unwrap_or_else(|e| e.into_inner())
             .get(&uid)
             .is_some_and(|(h, r)| *h == hash && *r == rv)
+    }
+
+    /// The child was deleted: its applied hash can never match again.
+    pub fn forget(&self, uid: &str) {
+        self.applied
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(uid);
+    }
+
+    /// Carries out the children part of a plan: deletes first (Metacontroller's order), then
+    /// creates and updates. Every child is tried; the errors are joined.
+    pub async fn manage(
+        &self,
+        kinds: &[ChildKind],
+        plan: ChildPlan,
+        owner: &OwnerReference,
+    ) -> Result<(), String> {
+        let mut errors: Vec<String> = plan.refused.iter().map(ToString::to_string).collect();
+        for (index, child) in &plan.deletes {
+            if let Err(e) = self.delete(&kinds[*index].ty, child).await {
+                errors.push(e.to_string());
+            }
+        }
+        for write in &plan.writes {
+            let kind = &kinds[write.desired.type_index];
+            match self
+                .apply(
+                    &kind.ty,
+                    kind.method,
+                    write.observed.as_ref(),
+                    &write.desired,
+                    owner,
+                )
+                .await
+            {
+                // Recreate: the next sync (after the delete event) creates it again.
+                Ok(Outcome::Deleted) => {
+                    tracing::debug!(child = %write.desired.name, "deleted for recreate")
+                }
+                Ok(_) => {}
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(errors.join("; "))
+        }
     }
 
     /// Sets or replaces this parent's controller reference on an orphan, with the observed

@@ -77,6 +77,14 @@ impl EventRecorder {
         }
     }
 
+    /// The object of this UID was deleted: its series will not repeat.
+    pub fn forget(&self, uid: &str) {
+        self.series
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|(object, ..), _| object != uid);
+    }
+
     /// Publishes an event about `regarding`; failures are logged, never returned: an event that
     /// cannot be written must not fail a sync.
     pub async fn publish(

@@ -1,7 +1,10 @@
-//! Controllers of controllers: watches CompositeControllers and keeps exactly one running
-//! instance per object, restarted when its spec changes and stopped when it is deleted.
+//! Controllers of controllers: watches CompositeControllers and DecoratorControllers and keeps
+//! exactly one running instance per object, restarted when its spec changes and stopped when it
+//! is deleted (its finalizers then removed from the parents, so none is left undeletable).
 
 use std::collections::HashMap;
+use std::fmt::Debug;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,21 +13,72 @@ use kube::api::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
 use tokio::sync::Mutex;
 use tokio_util::task::AbortOnDropHandle;
 
 use super::Shared;
-use super::composite::{self, Running};
+use super::controller::{self, Running, StartError};
 use super::events::EventType;
 use super::overlap::may_share_parents;
 use super::queue::{Backoff, WorkQueue};
-use crate::api::{CompositeController, CompositeControllerSpec};
+use crate::api::{CompositeController, DecoratorController};
 
-struct Instance {
-    spec: CompositeControllerSpec,
+/// A kind of controller object this process runs.
+pub trait ControllerObject:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + Debug + Send + Sync + 'static
+{
+    type Spec: PartialEq + Clone + Send + Sync + 'static;
+
+    fn spec(&self) -> &Self::Spec;
+
+    fn start(&self, shared: &Shared) -> impl Future<Output = Result<Running, StartError>> + Send;
+
+    /// What both controllers manage, when `self` and a controller with `other` may sync the
+    /// same parents (each would undo the other's writes).
+    fn shares_parents_with(&self, _other: &Self::Spec) -> Option<String> {
+        None
+    }
+}
+
+impl ControllerObject for CompositeController {
+    type Spec = crate::api::CompositeControllerSpec;
+
+    fn spec(&self) -> &Self::Spec {
+        &self.spec
+    }
+
+    fn start(&self, shared: &Shared) -> impl Future<Output = Result<Running, StartError>> + Send {
+        controller::start_composite(self, shared)
+    }
+
+    fn shares_parents_with(&self, other: &Self::Spec) -> Option<String> {
+        may_share_parents(&self.spec, other).then(|| {
+            let parent = &self.spec.parent_resource;
+            format!("{} ({})", parent.resource, parent.api_version)
+        })
+    }
+}
+
+impl ControllerObject for DecoratorController {
+    type Spec = crate::api::DecoratorControllerSpec;
+
+    fn spec(&self) -> &Self::Spec {
+        &self.spec
+    }
+
+    fn start(&self, shared: &Shared) -> impl Future<Output = Result<Running, StartError>> + Send {
+        controller::start_decorator(self, shared)
+    }
+}
+
+struct Instance<S> {
+    spec: S,
     /// `None` when the spec cannot run (a permanent error was reported); waits for a new spec.
     running: Option<Running>,
 }
+
+type Instances<K> = Mutex<HashMap<String, Instance<<K as ControllerObject>::Spec>>>;
 
 /// Retries of a controller that could not start (a CRD not yet served by discovery, a Secret
 /// not yet created): quick at first, and never more than 10 s apart, since nothing else will
@@ -35,14 +89,15 @@ const START_BACKOFF: Backoff = Backoff {
 };
 
 /// Runs until the watch stream ends (it does not, short of the task being dropped).
-pub async fn run_composites(shared: Shared, target: Option<String>) {
-    let api: Api<CompositeController> = Api::all(shared.client.clone());
+pub async fn run<K: ControllerObject>(shared: Shared, target: Option<String>) {
+    let kind = K::kind(&()).into_owned();
+    let api: Api<K> = Api::all(shared.client.clone());
     let mut config = watcher::Config::default();
     if let Some(selector) = &target {
         config = config.labels(selector);
     }
-    let latest: Arc<Mutex<HashMap<String, CompositeController>>> = Arc::default();
-    let instances: Arc<Mutex<HashMap<String, Instance>>> = Arc::default();
+    let latest: Arc<Mutex<HashMap<String, K>>> = Arc::default();
+    let instances: Arc<Instances<K>> = Arc::default();
     let queue: WorkQueue<String> = WorkQueue::new(START_BACKOFF);
 
     let reconciler = {
@@ -101,9 +156,9 @@ pub async fn run_composites(shared: Shared, target: Option<String>) {
                 }
             }
             Err(e) if is_missing_crd(&e) => tracing::warn!(
-                "the CompositeController CRD is not installed yet (install it with `kubelambda crds | kubectl apply -f -`); retrying"
+                "the {kind} CRD is not installed yet (install it with `kubelambda crds | kubectl apply -f -`); retrying"
             ),
-            Err(e) => tracing::warn!("watching CompositeControllers: {e}"),
+            Err(e) => tracing::warn!("watching {kind}s: {e}"),
         }
     }
     queue.shutdown();
@@ -119,14 +174,14 @@ fn is_missing_crd(error: &watcher::Error) -> bool {
     }
 }
 
-async fn event(
+async fn event<K: ControllerObject>(
     shared: &Shared,
-    cc: &CompositeController,
+    object: &K,
     type_: EventType,
     reason: &str,
     note: String,
 ) {
-    let reference = cc.object_ref(&());
+    let reference = object.object_ref(&());
     shared
         .recorder
         .publish(&reference, type_, reason, reason, &note)
@@ -135,11 +190,16 @@ async fn event(
 
 /// Both controllers may claim the same parents: say so on both, since each sync would undo the
 /// other's.
-async fn report_overlap(shared: &Shared, started: &CompositeController, other: &str) {
+async fn report_overlap<K: ControllerObject>(
+    shared: &Shared,
+    started: &K,
+    other: &str,
+    what: &str,
+) {
+    let kind = K::kind(&());
     let note = |a: &str, b: &str| {
         format!(
-            "CompositeControllers {a} and {b} both manage {} ({}) and their parent selectors can match the same objects: each will overwrite the other's children and status",
-            started.spec.parent_resource.resource, started.spec.parent_resource.api_version
+            "{kind}s {a} and {b} both manage {what} and their parent selectors can match the same objects: each will overwrite the other's children and status"
         )
     };
     let name = started.name_any();
@@ -153,8 +213,8 @@ async fn report_overlap(shared: &Shared, started: &CompositeController, other: &
     )
     .await;
     let other_ref = k8s_openapi::api::core::v1::ObjectReference {
-        api_version: Some(CompositeController::api_version(&()).into_owned()),
-        kind: Some(CompositeController::kind(&()).into_owned()),
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(kind.to_string()),
         name: Some(other.to_owned()),
         ..Default::default()
     };
@@ -171,53 +231,60 @@ async fn report_overlap(shared: &Shared, started: &CompositeController, other: &
 }
 
 /// Brings the running instance of `name` in line with `want`. `Err` means "retry later".
-async fn reconcile(
+async fn reconcile<K: ControllerObject>(
     shared: &Shared,
-    instances: &Mutex<HashMap<String, Instance>>,
+    instances: &Instances<K>,
     name: &str,
-    want: Option<CompositeController>,
+    want: Option<K>,
 ) -> Result<(), ()> {
+    let kind = K::kind(&());
     let mut instances = instances.lock().await;
-    let Some(cc) = want else {
-        if instances.remove(name).is_some_and(|i| i.running.is_some()) {
-            tracing::info!("stopped CompositeController {name}");
+    let Some(object) = want else {
+        if let Some(running) = instances.remove(name).and_then(|i| i.running) {
+            running.retire().await;
+            tracing::info!("stopped {kind} {name}");
         }
         return Ok(());
     };
-    if instances.get(name).is_some_and(|i| i.spec == cc.spec) {
+    if instances
+        .get(name)
+        .is_some_and(|i| i.spec == *object.spec())
+    {
         return Ok(());
     }
     if let Some(old) = instances.remove(name) {
         drop(old);
-        tracing::info!("stopping CompositeController {name}: its spec changed");
+        tracing::info!("stopping {kind} {name}: its spec changed");
     }
-    match composite::start(&cc, shared).await {
+    match object.start(shared).await {
         Ok(running) => {
-            tracing::info!("started CompositeController {name}");
+            tracing::info!("started {kind} {name}");
             event(
                 shared,
-                &cc,
+                &object,
                 EventType::Normal,
                 "Started",
                 format!("Started controller: {name}"),
             )
             .await;
             for (other, instance) in instances.iter() {
-                if instance.running.is_some() && may_share_parents(&cc.spec, &instance.spec) {
-                    report_overlap(shared, &cc, other).await;
+                if instance.running.is_some()
+                    && let Some(what) = object.shares_parents_with(&instance.spec)
+                {
+                    report_overlap(shared, &object, other, &what).await;
                 }
             }
             instances.insert(
                 name.to_owned(),
                 Instance {
-                    spec: cc.spec.clone(),
+                    spec: object.spec().clone(),
                     running: Some(running),
                 },
             );
             Ok(())
         }
         Err(e) => {
-            tracing::warn!("cannot start CompositeController {name}: {e}");
+            tracing::warn!("cannot start {kind} {name}: {e}");
             let reason = if e.is_permanent() {
                 "SyncError"
             } else {
@@ -225,7 +292,7 @@ async fn reconcile(
             };
             event(
                 shared,
-                &cc,
+                &object,
                 EventType::Warning,
                 reason,
                 format!("Cannot start controller: {e}"),
@@ -235,7 +302,7 @@ async fn reconcile(
                 instances.insert(
                     name.to_owned(),
                     Instance {
-                        spec: cc.spec.clone(),
+                        spec: object.spec().clone(),
                         running: None,
                     },
                 );

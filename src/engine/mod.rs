@@ -1,15 +1,14 @@
-//! The shared reconcile engine: discovery, shared informers, work queues, and the composite sync
-//! loop that calls hooks and manages children.
+//! The shared reconcile engine: discovery, shared informers, work queues, and the one sync
+//! pipeline both CompositeControllers and DecoratorControllers run on.
 //!
 //! ```text
 //! API server ─watch─▶ informer (one per type) ─changes─▶ per-controller queue ─▶ sync
-//!   sync: claim children ─▶ Hook::call ─▶ validate ─▶ manage children ─▶ write status
+//!   sync: observe children ─▶ hook ─▶ validate ─▶ plan ─▶ parent metadata, children, status
 //! ```
 
 pub mod apply;
 pub mod children;
-pub mod composite;
-pub mod decorator_notice;
+pub mod controller;
 pub mod discovery;
 pub mod events;
 pub mod hooks;
@@ -117,8 +116,8 @@ impl Engine {
             let shared = shared.clone();
             async move {
                 tokio::join!(
-                    manager::run_composites(shared.clone(), target.clone()),
-                    decorator_notice::warn_decorators(shared, target),
+                    manager::run::<crate::api::CompositeController>(shared.clone(), target.clone()),
+                    manager::run::<crate::api::DecoratorController>(shared, target),
                 );
             }
         });

@@ -15,8 +15,7 @@ use tokio::task::JoinHandle;
 use super::Shared;
 use super::discovery::Resolved;
 use super::hooks::BuiltHook;
-use super::informer::{Informer, ObjectKey};
-use super::queue::WorkQueue;
+use super::informer::Informer;
 use crate::hooks::HookError;
 use crate::hooks::protocol::{
     CUSTOMIZE_RESPONSE_FIELDS, CustomizeRequest, CustomizeResponse, ObjectMap, ProtocolVersion,
@@ -47,6 +46,9 @@ pub enum RelatedError {
     NotReady { index: usize, resource: String },
 }
 
+/// Enqueues every parent of a controller.
+pub type Resync = Arc<dyn Fn() + Send + Sync>;
+
 /// When a customize answer was received, and the rules it gave.
 type CachedAnswer = (Instant, Vec<RelatedResourceRule>);
 
@@ -59,10 +61,8 @@ pub struct Related {
     hook: BuiltHook,
     controller_json: Value,
     shared: Shared,
-    parent_namespaced: bool,
-    /// Parents to resync when a related object changes.
-    parents: Arc<Informer>,
-    queue: WorkQueue<ObjectKey>,
+    /// Enqueues every parent of the controller: a related object changed.
+    resync: Resync,
     answers: Mutex<HashMap<(String, i64), CachedAnswer>>,
     watched: tokio::sync::Mutex<HashMap<String, Arc<Watched>>>,
     /// The Namespace informer, once a `namespaceSelector` rule needed it.
@@ -84,21 +84,12 @@ impl Drop for Related {
 }
 
 impl Related {
-    pub fn new(
-        hook: BuiltHook,
-        controller_json: Value,
-        shared: Shared,
-        parent_namespaced: bool,
-        parents: Arc<Informer>,
-        queue: WorkQueue<ObjectKey>,
-    ) -> Self {
+    pub fn new(hook: BuiltHook, controller_json: Value, shared: Shared, resync: Resync) -> Self {
         Self {
             hook,
             controller_json,
             shared,
-            parent_namespaced,
-            parents,
-            queue,
+            resync,
             answers: Mutex::default(),
             watched: tokio::sync::Mutex::default(),
             namespaces: tokio::sync::Mutex::default(),
@@ -116,10 +107,11 @@ impl Related {
     pub async fn objects(
         &self,
         parent: &DynamicObject,
+        parent_namespaced: bool,
         version: ProtocolVersion,
     ) -> Result<ObjectMap, RelatedError> {
         let rules = self.rules(parent).await?;
-        let parent_ns = if self.parent_namespaced {
+        let parent_ns = if parent_namespaced {
             parent.namespace()
         } else {
             None
@@ -240,15 +232,11 @@ impl Related {
     /// Resyncs every parent of this controller when anything in `informer` changes.
     fn resync_on_changes(&self, informer: &Informer) {
         let mut rx = informer.subscribe();
-        let (parents, queue) = (self.parents.clone(), self.queue.clone());
+        let resync = self.resync.clone();
         let task = tokio::spawn(async move {
             loop {
                 match rx.recv().await {
-                    Ok(_) | Err(RecvError::Lagged(_)) => {
-                        for p in parents.list(None) {
-                            queue.add(ObjectKey::of(&p));
-                        }
-                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => resync(),
                     Err(RecvError::Closed) => return,
                 }
             }
