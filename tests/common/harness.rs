@@ -286,6 +286,32 @@ pub async fn install_crds(client: &Client) {
     }
 }
 
+/// Creates a DecoratorController named `name-<label>`, labelled for this test, with `spec`.
+pub async fn create_decorator(h: &Harness, name: &str, spec: Value) -> String {
+    let name = format!("{name}-{}", h.label);
+    let dc = json!({
+        "apiVersion": "metacontroller.k8s.io/v1alpha1",
+        "kind": "DecoratorController",
+        "metadata": {"name": name, "labels": {"kubelambda-test": h.label}},
+        "spec": spec,
+    });
+    install_crds(&h.client).await;
+    let obj: DynamicObject = serde_json::from_value(dc).expect("decorator");
+    Api::<DynamicObject>::all_with(h.client.clone(), &dc_ar())
+        .create(&PostParams::default(), &obj)
+        .await
+        .expect("create DecoratorController");
+    name
+}
+
+pub fn dc_ar() -> ApiResource {
+    ApiResource {
+        kind: "DecoratorController".into(),
+        plural: "decoratorcontrollers".into(),
+        ..cc_ar()
+    }
+}
+
 pub async fn create_cc(client: &Client, cc: Value) {
     let ar = cc_ar();
     install_crds(client).await;

@@ -13,7 +13,9 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod harness;
+pub mod hook_server;
 pub use harness::*;
+pub use hook_server::HookServer;
 
 use std::fmt::Debug;
 use std::future::Future;
