@@ -331,6 +331,23 @@ status: {}
         );
         spec.resources[0].api_version = "v1".to_string();
         assert_eq!(text(&spec), "spec.hooks: no hooks defined");
+        spec.hooks = Some(DecoratorControllerHooks::default());
+        assert_eq!(
+            text(&spec),
+            "spec.hooks: a sync or a finalize hook is required"
+        );
+        // A finalize hook alone is enough (Metacontroller #948).
+        spec.hooks = Some(DecoratorControllerHooks {
+            finalize: Some(Hook {
+                webhook: Some(crate::api::Webhook {
+                    url: Some("http://hooks/finalize".into()),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        assert_eq!(spec.validate().map_err(|e| e.to_string()), Ok(()));
         spec.hooks = Some(DecoratorControllerHooks {
             sync: Some(Hook {
                 jsonnet: Some(Default::default()),
