@@ -1,7 +1,6 @@
 //! CompositeController: a parent resource, the child resources it owns, and the hooks that
 //! compute the desired children and the parent's status.
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
@@ -10,7 +9,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::hook::{EndpointConfig, Hook};
-use super::{ApiError, composite_finalizer, label_selector_schema, parse_api_version_at};
+use super::{
+    ApiError, composite_finalizer, hooks_field, label_selector_schema, parse_api_version_at,
+    resync_period, validate_hooks_and_endpoints, validate_resource_rules,
+};
 
 /// Declares a controller whose parents own children: the hooks receive a parent with its
 /// children and return the desired children and the parent's status.
@@ -230,10 +232,7 @@ impl CompositeControllerHooks {
 impl CompositeControllerSpec {
     /// The hooks, or the error Metacontroller gives for a controller without them.
     pub fn hooks(&self) -> Result<&CompositeControllerHooks, ApiError> {
-        self.hooks.as_ref().ok_or_else(|| ApiError::MissingHook {
-            path: "spec.hooks".to_string(),
-            message: "no hooks defined".to_string(),
-        })
+        hooks_field(self.hooks.as_ref())
     }
 
     /// The sync hook, which every CompositeController needs.
@@ -249,8 +248,7 @@ impl CompositeControllerSpec {
 
     /// The periodic resync interval, raised to at least one second as Metacontroller does.
     pub fn resync_period(&self) -> Option<Duration> {
-        self.resync_period_seconds
-            .map(|seconds| Duration::from_secs(u64::try_from(seconds.max(1)).unwrap_or(1)))
+        resync_period(self.resync_period_seconds)
     }
 
     /// Whether children are selected by the generated controller-uid label.
@@ -263,27 +261,14 @@ impl CompositeControllerSpec {
     /// Returns the first problem.
     pub fn validate(&self) -> Result<(), ApiError> {
         self.parent_resource.group_version()?;
-        let mut seen = BTreeSet::new();
-        for (index, child) in self.child_resources.iter().enumerate() {
-            let path = format!("spec.childResources[{index}]");
-            parse_api_version_at(&format!("{path}.apiVersion"), &child.api_version)?;
-            if !seen.insert((child.api_version.as_str(), child.resource.as_str())) {
-                return Err(ApiError::Invalid {
-                    path,
-                    message: format!(
-                        "{} {} is declared more than once",
-                        child.api_version, child.resource
-                    ),
-                });
-            }
-        }
+        validate_resource_rules(
+            "spec.childResources",
+            self.child_resources
+                .iter()
+                .map(|c| (c.api_version.as_str(), c.resource.as_str())),
+        )?;
         self.sync_hook()?;
-        for (path, hook) in self.hooks()?.iter() {
-            hook.validate(path)?;
-        }
-        for (index, config) in self.endpoint_configs.iter().enumerate() {
-            config.validate(&format!("spec.endpointConfigs[{index}]"))?;
-        }
+        validate_hooks_and_endpoints(self.hooks()?.iter(), &self.endpoint_configs)?;
         Ok(())
     }
 }

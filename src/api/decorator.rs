@@ -12,8 +12,8 @@ use serde::{Deserialize, Serialize};
 use super::composite::ChildUpdateMethod;
 use super::hook::{EndpointConfig, Hook};
 use super::{
-    ApiError, decorator_finalizer, label_selector_schema, match_expressions_schema,
-    parse_api_version_at,
+    ApiError, decorator_finalizer, hooks_field, label_selector_schema, match_expressions_schema,
+    parse_api_version_at, resync_period, validate_hooks_and_endpoints, validate_resource_rules,
 };
 
 /// Declares a controller that decorates existing objects (its targets) with attachments.
@@ -160,10 +160,7 @@ impl DecoratorControllerHooks {
 impl DecoratorControllerSpec {
     /// The hooks, or the error Metacontroller gives for a controller without them.
     pub fn hooks(&self) -> Result<&DecoratorControllerHooks, ApiError> {
-        self.hooks.as_ref().ok_or_else(|| ApiError::MissingHook {
-            path: "spec.hooks".to_string(),
-            message: "no hooks defined".to_string(),
-        })
+        hooks_field(self.hooks.as_ref())
     }
 
     /// The hooks, which need a sync or a finalize hook: a decorator with only `finalize`
@@ -181,8 +178,7 @@ impl DecoratorControllerSpec {
 
     /// The periodic resync interval, raised to at least one second.
     pub fn resync_period(&self) -> Option<Duration> {
-        self.resync_period_seconds
-            .map(|seconds| Duration::from_secs(u64::try_from(seconds.max(1)).unwrap_or(1)))
+        resync_period(self.resync_period_seconds)
     }
 
     /// Checks what can be checked without the cluster: at least one target type, apiVersions
@@ -200,19 +196,14 @@ impl DecoratorControllerSpec {
                 &rule.api_version,
             )?;
         }
-        for (index, rule) in self.attachments.iter().enumerate() {
-            parse_api_version_at(
-                &format!("spec.attachments[{index}].apiVersion"),
-                &rule.api_version,
-            )?;
-        }
+        validate_resource_rules(
+            "spec.attachments",
+            self.attachments
+                .iter()
+                .map(|a| (a.api_version.as_str(), a.resource.as_str())),
+        )?;
         self.sync_or_finalize()?;
-        for (path, hook) in self.hooks()?.iter() {
-            hook.validate(path)?;
-        }
-        for (index, config) in self.endpoint_configs.iter().enumerate() {
-            config.validate(&format!("spec.endpointConfigs[{index}]"))?;
-        }
+        validate_hooks_and_endpoints(self.hooks()?.iter(), &self.endpoint_configs)?;
         Ok(())
     }
 }
@@ -348,6 +339,16 @@ status: {}
             ..Default::default()
         });
         assert_eq!(spec.validate().map_err(|e| e.to_string()), Ok(()));
+        let services = DecoratorControllerAttachmentRule {
+            api_version: "v1".into(),
+            resource: "services".into(),
+            ..Default::default()
+        };
+        spec.attachments = vec![services.clone(), services];
+        assert_eq!(
+            text(&spec),
+            "spec.attachments[1]: v1 services is declared more than once"
+        );
         spec.hooks = Some(DecoratorControllerHooks {
             sync: Some(Hook {
                 jsonnet: Some(Default::default()),

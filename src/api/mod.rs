@@ -156,6 +156,53 @@ pub(crate) fn parse_api_version_at<'a>(
     })
 }
 
+/// `resyncPeriodSeconds` of either controller kind, raised to at least one second.
+pub(crate) fn resync_period(seconds: Option<i32>) -> Option<std::time::Duration> {
+    seconds.map(|s| std::time::Duration::from_secs(u64::try_from(s.max(1)).unwrap_or(1)))
+}
+
+/// The `hooks` of either controller kind, or Metacontroller's error for a controller without.
+pub(crate) fn hooks_field<T>(hooks: Option<&T>) -> Result<&T, ApiError> {
+    hooks.ok_or_else(|| ApiError::MissingHook {
+        path: "spec.hooks".to_string(),
+        message: "no hooks defined".to_string(),
+    })
+}
+
+/// Checks a list of resource rules (`spec.childResources`, `spec.attachments`): each apiVersion
+/// parses, and no type is declared twice (the second would be managed by two rules at once).
+pub(crate) fn validate_resource_rules<'a>(
+    list: &str,
+    rules: impl Iterator<Item = (&'a str, &'a str)>,
+) -> Result<(), ApiError> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (index, (api_version, resource)) in rules.enumerate() {
+        let path = format!("{list}[{index}]");
+        parse_api_version_at(&format!("{path}.apiVersion"), api_version)?;
+        if !seen.insert((api_version, resource)) {
+            return Err(ApiError::Invalid {
+                path,
+                message: format!("{api_version} {resource} is declared more than once"),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Checks every hook (`spec.hooks.<name>`) and endpoint config of either controller kind.
+pub(crate) fn validate_hooks_and_endpoints<'a>(
+    hooks: impl Iterator<Item = (&'static str, &'a Hook)>,
+    endpoint_configs: &[EndpointConfig],
+) -> Result<(), ApiError> {
+    for (path, hook) in hooks {
+        hook.validate(path)?;
+    }
+    for (index, config) in endpoint_configs.iter().enumerate() {
+        config.validate(&format!("spec.endpointConfigs[{index}]"))?;
+    }
+    Ok(())
+}
+
 /// Finalizer that a CompositeController with a finalize hook puts on its parents. The domain is
 /// `metacontroller.io`, not `metacontroller.k8s.io`, exactly as Metacontroller writes it, so
 /// parents finalized by Metacontroller are recognised.
