@@ -349,6 +349,7 @@ status: {}
             text(&spec),
             "spec.attachments[1]: v1 services is declared more than once"
         );
+        spec.attachments.clear();
         spec.hooks = Some(DecoratorControllerHooks {
             sync: Some(Hook {
                 jsonnet: Some(Default::default()),
