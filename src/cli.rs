@@ -263,7 +263,7 @@ async fn serve_metrics(
         return Ok(());
     }
     let addr = httpd::parse_listen_addr(addr).map_err(|e| e.to_string())?;
-    let mut registry = prometheus_client::registry::Registry::with_prefix("kubelambda");
+    let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     let registry = std::sync::Arc::new(registry);
     let app = axum::Router::new().route(

@@ -2,6 +2,8 @@
 //! `--log-level`, or Metacontroller's `--zap-log-level`) picks what is shown. `std.trace` output
 //! is logged at info level, so it is visible with the defaults.
 
+pub mod engine_metrics;
+
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;
@@ -86,21 +88,50 @@ pub mod api_metrics {
         pub verb: String,
     }
 
+    #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+    pub struct VerbCodeLabels {
+        pub verb: String,
+        /// The HTTP status code, or `error` when no response came.
+        pub code: String,
+    }
+
     #[derive(Clone, Default)]
     pub struct ApiMetrics {
         writes: Arc<AtomicU64>,
         event_writes: Arc<AtomicU64>,
         syncs: Arc<AtomicU64>,
         requests: Family<VerbLabels, Counter>,
+        responses: Family<VerbCodeLabels, Counter>,
+        /// The engine's hook, sync, queue and child metrics, served with these.
+        pub engine: super::engine_metrics::EngineMetrics,
     }
 
     impl ApiMetrics {
+        /// Registers every metric: kubelambda's under the prefix `kubelambda`, Metacontroller's
+        /// webhook metrics under their own names.
         pub fn register(&self, registry: &mut Registry) {
-            registry.register(
+            self.engine.register(registry);
+            let ours = registry.sub_registry_with_prefix("kubelambda");
+            ours.register(
                 "api_requests",
                 "Requests sent to the Kubernetes API server, by verb",
                 self.requests.clone(),
             );
+            ours.register(
+                "api_responses",
+                "Responses of the Kubernetes API server, by verb and status code",
+                self.responses.clone(),
+            );
+        }
+
+        /// Counts an answer (or its absence) to a request of `verb`.
+        pub fn answered(&self, verb: &str, code: Option<u16>) {
+            self.responses
+                .get_or_create(&VerbCodeLabels {
+                    verb: verb.to_owned(),
+                    code: code.map_or_else(|| "error".to_owned(), |c| c.to_string()),
+                })
+                .inc();
         }
 
         /// Parent syncs completed (successfully or not) so far.
@@ -123,7 +154,8 @@ pub mod api_metrics {
             self.writes.load(Ordering::Relaxed)
         }
 
-        pub fn observe(&self, method: &http::Method, uri: &http::Uri) {
+        /// Counts a request; returns its verb, for [`ApiMetrics::answered`].
+        pub fn observe(&self, method: &http::Method, uri: &http::Uri) -> &'static str {
             let verb = match *method {
                 http::Method::GET if uri.query().is_some_and(|q| q.contains("watch=true")) => {
                     "watch"
@@ -147,6 +179,58 @@ pub mod api_metrics {
                     verb: verb.to_owned(),
                 })
                 .inc();
+            verb
+        }
+    }
+
+    /// Counts every request by verb, and every answer by verb and status code.
+    #[derive(Clone)]
+    struct CountLayer(ApiMetrics);
+
+    impl<S> tower::Layer<S> for CountLayer {
+        type Service = Count<S>;
+        fn layer(&self, inner: S) -> Count<S> {
+            Count {
+                inner,
+                metrics: self.0.clone(),
+            }
+        }
+    }
+
+    #[derive(Clone)]
+    struct Count<S> {
+        inner: S,
+        metrics: ApiMetrics,
+    }
+
+    impl<S, B, R> tower::Service<http::Request<B>> for Count<S>
+    where
+        S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+        S::Future: Send + 'static,
+    {
+        type Response = S::Response;
+        type Error = S::Error;
+        type Future = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Result<S::Response, S::Error>> + Send>,
+        >;
+
+        fn poll_ready(
+            &mut self,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), S::Error>> {
+            self.inner.poll_ready(cx)
+        }
+
+        fn call(&mut self, req: http::Request<B>) -> Self::Future {
+            let verb = self.metrics.observe(req.method(), req.uri());
+            let metrics = self.metrics.clone();
+            let future = self.inner.call(req);
+            Box::pin(async move {
+                let result = future.await;
+                let code = result.as_ref().ok().map(|r| r.status().as_u16());
+                metrics.answered(verb, code);
+                result
+            })
         }
     }
 
@@ -168,11 +252,7 @@ pub mod api_metrics {
         limit: Option<crate::client_limit::RateLimit>,
         fence: Option<crate::leader::Fence>,
     ) -> Result<kube::Client, kube::Error> {
-        let count =
-            tower::util::MapRequestLayer::new(move |req: http::Request<kube::client::Body>| {
-                metrics.observe(req.method(), req.uri());
-                req
-            });
+        let count = CountLayer(metrics);
         let limit = tower::util::option_layer(limit.map(crate::client_limit::RateLimitLayer::new));
         Ok(kube::client::ClientBuilder::try_from(config)?
             .with_layer(&limit)

@@ -931,7 +931,7 @@ fn metrics_count(metrics: &kubelambda::telemetry::api_metrics::ApiMetrics) -> St
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry).expect("encode");
     text.lines()
-        .filter(|l| l.starts_with("api_requests_total"))
+        .filter(|l| l.starts_with("kubelambda_api_requests_total"))
         .collect::<Vec<_>>()
         .join("\n")
 }

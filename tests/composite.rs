@@ -1096,3 +1096,42 @@ async fn controllers_claiming_the_same_parents_are_reported() {
         assert!(note.contains(other.as_str()), "{note}");
     }
 }
+
+/// Triggering a sync now (Metacontroller #675): any annotation change syncs the parent, so
+/// `kubectl annotate --overwrite <parent> kubelambda.dev/sync-requested-at=$(date +%s)` calls the
+/// hook again with nothing else changed (annotations count under ignoreStatusChanges too), and
+/// writes nothing when the hook's answer is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_annotation_triggers_a_sync_now() {
+    let h = Harness::new("trigger").await;
+    let server = HookServer::start(|_| json!({"status": {"synced": true}})).await;
+    let spec = json!({
+        "generateSelector": true,
+        "hooks": {"sync": {"webhook": {"url": server.url}}},
+    });
+    h.controller("trigger", spec).await;
+    h.parent("poked", json!({})).await;
+    wait_until("the first sync's status", || async {
+        let p = h.parents().get("poked").await.ok()?;
+        (p.data.pointer("/status/synced") == Some(&json!(true))).then_some(())
+    })
+    .await;
+    let (calls, writes) = (server.calls(), h.engine().metrics.writes());
+    for at in ["1", "2"] {
+        h.parents()
+            .patch(
+                "poked",
+                &PatchParams::default(),
+                &Patch::Merge(
+                    &json!({"metadata": {"annotations": {"kubelambda.dev/sync-requested-at": at}}}),
+                ),
+            )
+            .await
+            .expect("annotate");
+    }
+    wait_until("the hook called again", || async {
+        (server.calls() > calls).then_some(())
+    })
+    .await;
+    assert_eq!(h.engine().metrics.writes(), writes, "same answer, no write");
+}

@@ -21,6 +21,7 @@ use super::discovery::Resolved;
 use super::managed_fields;
 use crate::api::ChildUpdateMethod;
 use crate::hooks::protocol::DesiredChild;
+use crate::telemetry::engine_metrics::ControllerInstruments;
 
 /// How children are written.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,11 +146,19 @@ impl ChildWriter {
         kinds: &[ChildKind],
         plan: ChildPlan,
         owner: &OwnerReference,
+        instruments: &ControllerInstruments,
     ) -> Result<(), String> {
         let mut errors: Vec<String> = plan.refused.iter().map(ToString::to_string).collect();
+        let count = |outcome: Outcome| match outcome {
+            Outcome::Created => instruments.child_written("created"),
+            Outcome::Updated => instruments.child_written("updated"),
+            Outcome::Deleted => instruments.child_written("deleted"),
+            Outcome::Unchanged => {}
+        };
         for (index, child) in &plan.deletes {
-            if let Err(e) = self.delete(&kinds[*index].ty, child).await {
-                errors.push(e.to_string());
+            match self.delete(&kinds[*index].ty, child).await {
+                Ok(outcome) => count(outcome),
+                Err(e) => errors.push(e.to_string()),
             }
         }
         for write in &plan.writes {
@@ -166,9 +175,10 @@ impl ChildWriter {
             {
                 // Recreate: the next sync (after the delete event) creates it again.
                 Ok(Outcome::Deleted) => {
+                    count(Outcome::Deleted);
                     tracing::debug!(child = %write.desired.name, "deleted for recreate")
                 }
-                Ok(_) => {}
+                Ok(outcome) => count(outcome),
                 Err(e) => errors.push(e.to_string()),
             }
         }

@@ -23,6 +23,9 @@ use crate::hooks::sandbox::Sandbox;
 use crate::hooks::webhook::tls::ClientPool;
 use crate::hooks::webhook::{DEFAULT_MAX_RESPONSE_BYTES, EtagSettings, Webhook, WebhookConfig};
 use crate::hooks::{Hook, HookError, HookSource, SpecPathError};
+use crate::telemetry::engine_metrics::{
+    CallResult, ControllerLabels, EngineMetrics, HookInstruments,
+};
 use connection::{Connection, ConnectionSpec, Reader};
 use followed::{Follow, FollowedHook, Language, Origin};
 pub use followed::{REJECTED, UPDATED};
@@ -33,6 +36,51 @@ pub struct BuiltHook {
     pub hook: EngineHook,
     pub version: ProtocolVersion,
     pub decode: DecodeMode,
+    /// Where its calls are counted and timed.
+    pub instruments: Option<HookInstruments>,
+}
+
+impl BuiltHook {
+    /// Calls the hook, counted and timed in the engine's metrics.
+    pub async fn call(&self, request: &Value) -> Result<Value, HookError> {
+        let Some(instruments) = &self.instruments else {
+            return self.hook.call(request).await;
+        };
+        let _in_flight = instruments.start();
+        let started = std::time::Instant::now();
+        let result = self.hook.call(request).await;
+        instruments.finish(started.elapsed(), call_result(&result));
+        result
+    }
+}
+
+/// How a call ended, as the metrics count it.
+fn call_result(result: &Result<Value, HookError>) -> CallResult {
+    use crate::hooks::webhook::WebhookError as W;
+    match result {
+        Ok(_) => CallResult::Ok,
+        Err(HookError::Webhook(e)) => match e {
+            W::Status { status, .. } => CallResult::Answered {
+                status: *status,
+                result: "webhook_error",
+            },
+            W::TooManyRequests { .. } => CallResult::Answered {
+                status: 429,
+                result: "webhook_error",
+            },
+            W::TooLarge { .. } | W::NotJson { .. } => CallResult::Answered {
+                status: 200,
+                result: "webhook_error",
+            },
+            _ => CallResult::Failed {
+                result: "webhook_error",
+            },
+        },
+        Err(HookError::Eval(_)) => CallResult::Failed {
+            result: "eval_error",
+        },
+        Err(HookError::NotJson(_)) => CallResult::Failed { result: "not_json" },
+    }
 }
 
 /// What the engine calls: a hook fixed when its controller started (inline code, a webhook),
@@ -151,6 +199,7 @@ pub struct HookFactory {
     max_response_bytes: usize,
     /// Reports refused and updated hook sources on their controllers.
     recorder: Arc<EventRecorder>,
+    metrics: Option<EngineMetrics>,
 }
 
 fn protocol(version: HookVersion) -> ProtocolVersion {
@@ -169,7 +218,14 @@ impl HookFactory {
             sandbox,
             clients: ClientPool::default(),
             max_response_bytes: DEFAULT_MAX_RESPONSE_BYTES,
+            metrics: None,
         }
+    }
+
+    /// Counts and times every hook call in `metrics`.
+    pub fn with_metrics(mut self, metrics: EngineMetrics) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     /// Caps webhook response bodies at `bytes`; pass `--max-output`, so a webhook answer is
@@ -191,9 +247,11 @@ impl HookFactory {
         endpoint_configs: &[EndpointConfig],
     ) -> Result<BuiltHook, HookBuildError> {
         let version = protocol(hook.version());
+        let mut url = None;
         let built = match hook.backend(path)? {
             HookBackend::Webhook(webhook) => {
                 let wpath = format!("{path}.webhook");
+                url = webhook.effective_url(&wpath).ok();
                 let decode = match webhook.unmarshall_mode(hook.version()) {
                     ResponseUnmarshallMode::Loose => DecodeMode::Loose,
                     ResponseUnmarshallMode::Strict => DecodeMode::Strict,
@@ -204,6 +262,7 @@ impl HookFactory {
                     )),
                     version,
                     decode,
+                    instruments: None,
                 }
             }
             HookBackend::Jsonnet(jsonnet) => {
@@ -226,7 +285,26 @@ impl HookFactory {
                     .await?
             }
         };
-        Ok(built)
+        let backend = if url.is_some() {
+            "webhook"
+        } else if hook.tera.is_some() {
+            "tera"
+        } else {
+            "jsonnet"
+        };
+        let instruments = self.metrics.as_ref().map(|metrics| {
+            let reference = owner.reference();
+            let controller = ControllerLabels {
+                controller_name: owner.name().to_owned(),
+                controller_type: reference.kind.clone().unwrap_or_default(),
+            };
+            let hook_type = path.rsplit('.').next().unwrap_or(path);
+            metrics.hook(&controller, hook_type, backend, url)
+        });
+        Ok(BuiltHook {
+            instruments,
+            ..built
+        })
     }
 
     /// The webhook at `path`, with its connection settings resolved.
@@ -332,6 +410,7 @@ impl HookFactory {
             hook,
             version,
             decode: version.default_decode_mode(),
+            instruments: None,
         }
     }
 }

@@ -103,7 +103,8 @@ impl Engine {
             discovery: Arc::new(Discovery::new(client.clone(), config.discovery_interval)),
             informers: InformerFactory::new(client.clone()),
             hooks: HookFactory::new(client.clone(), config.sandbox.clone())
-                .with_max_response_bytes(config.sandbox.limits().max_output_bytes),
+                .with_max_response_bytes(config.sandbox.limits().max_output_bytes)
+                .with_metrics(metrics.engine.clone()),
             recorder: Arc::new(events::EventRecorder::new(client.clone())),
             apply: config.apply.clone(),
             workers: config.workers,

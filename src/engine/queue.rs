@@ -94,6 +94,16 @@ impl<K: Debug> Debug for WorkQueue<K> {
     }
 }
 
+/// Where a queue reports its depth, adds, retries and the time keys wait before they are handed
+/// out (client-go's workqueue metrics).
+#[derive(Clone, Debug)]
+pub struct QueueMetrics {
+    pub depth: prometheus_client::metrics::gauge::Gauge,
+    pub adds: prometheus_client::metrics::counter::Counter,
+    pub retries: prometheus_client::metrics::counter::Counter,
+    pub wait: prometheus_client::metrics::histogram::Histogram,
+}
+
 struct Inner<K> {
     state: Mutex<State<K>>,
     /// Wakes idle workers: `notify_one` when a key becomes ready or the earliest deadline moves
@@ -130,6 +140,9 @@ struct State<K> {
     /// Consecutive failures per key, for the backoff.
     failures: HashMap<K, u32>,
     shutting_down: bool,
+    metrics: Option<QueueMetrics>,
+    /// With metrics: when each dirty key became ready.
+    queued_at: HashMap<K, Instant>,
 }
 
 impl<K: Clone + Eq + Hash> State<K> {
@@ -141,6 +154,10 @@ impl<K: Clone + Eq + Hash> State<K> {
         if !self.dirty.insert(key.clone()) {
             // Already ready, or in flight and already marked for another round.
             return false;
+        }
+        if let Some(m) = &self.metrics {
+            m.adds.inc();
+            self.queued_at.insert(key.clone(), Instant::now());
         }
         if self.processing.contains(&key) {
             // Handed out again by `done`.
@@ -170,6 +187,16 @@ impl<K: Clone + Eq + Hash> State<K> {
         earliest.is_none_or(|e| deadline < e)
     }
 
+    /// Reports the depth (ready and delayed keys) and, for a key handed out, its time in queue.
+    fn report(&mut self, handed_out: Option<&K>) {
+        let Some(m) = &self.metrics else { return };
+        m.depth
+            .set(i64::try_from(self.ready.len() + self.delayed.len()).unwrap_or(i64::MAX));
+        if let Some(at) = handed_out.and_then(|k| self.queued_at.remove(k)) {
+            m.wait.observe(at.elapsed().as_secs_f64());
+        }
+    }
+
     /// Moves every delayed key whose deadline has passed to `ready`.
     fn promote_due(&mut self, now: Instant) {
         while let Some(entry) = self.timeline.first_entry() {
@@ -189,6 +216,11 @@ where
 {
     /// An empty queue whose [`add_rate_limited`](Self::add_rate_limited) uses `backoff`.
     pub fn new(backoff: Backoff) -> Self {
+        Self::with_metrics(backoff, None)
+    }
+
+    /// Like [`new`](Self::new), reporting to `metrics`.
+    pub fn with_metrics(backoff: Backoff, metrics: Option<QueueMetrics>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 state: Mutex::new(State {
@@ -200,6 +232,8 @@ where
                     next_seq: 0,
                     failures: HashMap::new(),
                     shutting_down: false,
+                    metrics,
+                    queued_at: HashMap::new(),
                 }),
                 notify: Notify::new(),
                 backoff,
@@ -213,7 +247,9 @@ where
     pub fn add(&self, key: K) {
         let wake = {
             let mut state = self.inner.lock();
-            !state.shutting_down && state.add(key)
+            let wake = !state.shutting_down && state.add(key);
+            state.report(None);
+            wake
         };
         if wake {
             self.inner.notify.notify_one();
@@ -230,7 +266,9 @@ where
         }
         let wake = {
             let mut state = self.inner.lock();
-            !state.shutting_down && state.add_at(key, deadline_after(delay))
+            let wake = !state.shutting_down && state.add_at(key, deadline_after(delay));
+            state.report(None);
+            wake
         };
         if wake {
             self.inner.notify.notify_one();
@@ -246,6 +284,9 @@ where
             let count = state.failures.entry(key.clone()).or_insert(0);
             let delay = self.inner.backoff.delay(*count);
             *count = count.saturating_add(1);
+            if let Some(m) = &state.metrics {
+                m.retries.inc();
+            }
             let wake = if state.shutting_down {
                 false
             } else if delay.is_zero() {
@@ -253,6 +294,7 @@ where
             } else {
                 state.add_at(key, deadline_after(delay))
             };
+            state.report(None);
             (delay, wake)
         };
         if wake {
@@ -293,6 +335,7 @@ where
                 if let Some(key) = state.ready.pop_front() {
                     state.dirty.remove(&key);
                     state.processing.insert(key.clone());
+                    state.report(Some(&key));
                     let more = !state.ready.is_empty();
                     drop(state);
                     if more {

@@ -167,7 +167,6 @@ impl Related {
         };
         let response = self
             .hook
-            .hook
             .call(&serde_json::to_value(&request).unwrap_or(Value::Null))
             .await?;
         let response: CustomizeResponse =

@@ -21,6 +21,7 @@ use crate::engine::queue::{Backoff, WorkQueue};
 use crate::engine::related::Related;
 use crate::hooks::protocol::ChildType;
 use crate::selector::{LabelSelector, Requirement, Selector};
+use crate::telemetry::engine_metrics::ControllerLabels;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -275,7 +276,11 @@ async fn build(
             ty,
         });
     }
-    let queue = WorkQueue::new(Backoff::default());
+    let instruments = shared.metrics.engine.controller(&ControllerLabels {
+        controller_name: parts.name.clone(),
+        controller_type: parts.reference.kind.clone().unwrap_or_default(),
+    });
+    let queue = WorkQueue::with_metrics(Backoff::default(), Some(instruments.queue()));
     // A followed hook source (configMapRef, file) or a related object that changes resyncs
     // every parent.
     let resync: Arc<dyn Fn() + Send + Sync> = {
@@ -333,6 +338,7 @@ async fn build(
         writer: ChildWriter::new(shared.client.clone(), shared.apply.clone()),
         shared: shared.clone(),
         state: Default::default(),
+        instruments,
     });
     Ok(controller.run())
 }

@@ -131,6 +131,7 @@ pub struct Controller {
     writer: ChildWriter,
     shared: Shared,
     state: state::ParentStates,
+    instruments: crate::telemetry::engine_metrics::ControllerInstruments,
 }
 
 /// A started controller; dropping it stops its tasks (the informers stop once unused).
@@ -198,8 +199,11 @@ impl Controller {
 
     async fn work(&self) {
         while let Some(key) = self.queue.next().await {
+            let started = std::time::Instant::now();
             let result = self.sync(&key).await;
             self.shared.metrics.record_sync();
+            self.instruments
+                .sync_done(started.elapsed(), result.is_ok());
             match result {
                 Ok(resync) => {
                     self.queue.forget(&key);

@@ -116,7 +116,7 @@ impl Controller {
             related,
             finalizing,
         );
-        let answer = hook.hook.call(&request).await?;
+        let answer = hook.call(&request).await?;
         let mut outcome = exchange::decode_response(&self.kind, answer, hook.decode)?;
 
         let uid = parent.uid().unwrap_or_default();
@@ -179,7 +179,7 @@ impl Controller {
                 }
                 let owner = owner_reference(&parent, &self.parents[key.type_index].ty.ar);
                 self.writer
-                    .manage(&self.children, children, &owner)
+                    .manage(&self.children, children, &owner, &self.instruments)
                     .await
                     .map_err(SyncError::Children)
             }
