@@ -104,26 +104,40 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
 }
 
 /// Waits for SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+pub fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
+    // Registered now, not on first poll: a SIGTERM that arrives between binding the port and
+    // serving must shut down gracefully, not kill the process with the default action.
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let mut signals = {
+        use tokio::signal::unix::{SignalKind, signal};
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
+    async move {
+        #[cfg(unix)]
+        {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            let (term, int) = (signals.0.take(), signals.1.take());
+            tokio::select! {
+                _ = wait(term) => {},
+                _ = wait(int) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        tracing::info!("shutting down");
     }
-    tracing::info!("shutting down");
 }
 
 /// `kubelambda httpd`. Startup problems exit with 2, as a usage error would.
@@ -154,7 +168,7 @@ async fn run_httpd(
     limits: &httpd::LimitArgs,
     eval: &EvalOptions,
 ) -> Result<(), HttpdError> {
-    let routes = httpd::build_routes(files, &eval.jsonnet.jpath)?;
+    let routes = httpd::Routes::build(files, &eval.jsonnet.jpath)?;
     let addr = httpd::parse_listen_addr(listen)?;
     let config = eval.sandbox_config().map_err(|e| HttpdError::Bind {
         addr: listen.to_owned(),
@@ -163,6 +177,7 @@ async fn run_httpd(
     let open_files = httpd::limits::raise_open_file_limit();
     let limits = limits.resolve(open_files, config.workers)?;
     let sandbox = Sandbox::with_policy(config, eval.policy(HookDirs::default()));
+    let shutdown = shutdown_signal();
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|source| HttpdError::Bind {
@@ -170,8 +185,10 @@ async fn run_httpd(
             source,
         })?;
     let local = listener.local_addr().map_err(HttpdError::Serve)?;
-    for (route, source) in &routes {
-        tracing::info!("serving {} at POST {route}", source.display_name());
+    for route in routes.list() {
+        if let Some(source) = routes.get(&route) {
+            tracing::info!("serving {} at POST {route}", source.display_name());
+        }
     }
     tracing::info!(
         "kubelambda httpd listening on {local} ({})",
@@ -189,7 +206,7 @@ async fn run_httpd(
         format(limits.shutdown_grace),
     );
     let server = httpd::Server::new(routes, sandbox, body_limit, limits.body_timeout);
-    httpd::serve(listener, server, &limits, shutdown_signal()).await
+    httpd::serve(listener, server, &limits, shutdown).await
 }
 
 /// `kubelambda render`: prints the response on stdout, or the error on stderr and exits 1.

@@ -1,17 +1,17 @@
 //! `kubelambda httpd`: serves hook files as webhooks, like `kubecfg --alpha httpd`.
 //!
 //! `sync.jsonnet` is served at `POST /sync`, `hooks/x.tera` at `POST /hooks/x`: the route is the
-//! path as given minus its extension, matched exactly. Evaluation happens in the sandbox worker
+//! path as given minus its extension, matched exactly. A directory serves every hook file under
+//! it, at its path relative to the directory (as jsonnetd did), new files included. Evaluation happens in the sandbox worker
 //! pool, the same code path as `render` and the controller. How connections are accepted and
 //! bounded (timeouts, connection cap, shutdown) is in the `serve` and [`limits`] modules.
 
 mod conn_metrics;
 pub mod limits;
+mod routes;
 mod serve;
 mod timed_io;
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -30,6 +30,7 @@ use crate::hooks::sandbox::Sandbox;
 use crate::hooks::{EvalError, HookSource, SourceError};
 use conn_metrics::{ConnMetrics, Reason};
 pub use limits::{HttpdLimits, LimitArgs, LimitError};
+pub use routes::Routes;
 
 /// Paths the server answers itself; a hook file may not shadow them.
 const RESERVED: &[&str] = &["/healthz", "/metrics"];
@@ -78,34 +79,6 @@ pub fn route_for(arg: &str) -> String {
         rest = r;
     }
     format!("/{}", rest.trim_start_matches('/'))
-}
-
-/// Maps routes to hooks, refusing duplicates, reserved paths and unreadable files up front.
-pub fn build_routes(
-    files: &[PathBuf],
-    jpath: &[PathBuf],
-) -> Result<BTreeMap<String, HookSource>, HttpdError> {
-    if files.is_empty() {
-        return Err(HttpdError::NoFiles);
-    }
-    let mut routes: BTreeMap<String, (String, HookSource)> = BTreeMap::new();
-    for file in files {
-        let shown = file.display().to_string();
-        let route = route_for(&shown);
-        if RESERVED.contains(&route.as_str()) {
-            return Err(HttpdError::ReservedRoute { route, file: shown });
-        }
-        let source = HookSource::from_file(file, jpath)?;
-        if let Some((first, _)) = routes.get(&route) {
-            return Err(HttpdError::DuplicateRoute {
-                route,
-                first: first.clone(),
-                second: shown,
-            });
-        }
-        routes.insert(route, (shown, source));
-    }
-    Ok(routes.into_iter().map(|(r, (_, s))| (r, s)).collect())
 }
 
 /// Says which interfaces an address listens on, for the startup log line.
@@ -211,7 +184,7 @@ impl Metrics {
 }
 
 pub struct Server {
-    routes: BTreeMap<String, HookSource>,
+    routes: Routes,
     sandbox: Sandbox,
     body_limit: usize,
     body_timeout: Duration,
@@ -220,7 +193,7 @@ pub struct Server {
 
 impl Server {
     pub fn new(
-        routes: BTreeMap<String, HookSource>,
+        routes: Routes,
         sandbox: Sandbox,
         body_limit: usize,
         body_timeout: Duration,
@@ -241,7 +214,7 @@ impl Server {
     }
 
     fn route_list(&self) -> String {
-        self.routes.keys().cloned().collect::<Vec<_>>().join(", ")
+        self.routes.list().join(", ")
     }
 }
 
@@ -262,7 +235,7 @@ async fn dispatch(
     body: Body,
 ) -> Response {
     let path = uri.path();
-    let Some((route, source)) = server.routes.get_key_value(path) else {
+    let Some(source) = server.routes.get(path) else {
         return match (path, &method) {
             ("/healthz", &Method::GET) => text(StatusCode::OK, "ok\n".into()),
             ("/metrics", &Method::GET) => metrics_page(&server),
@@ -272,8 +245,9 @@ async fn dispatch(
             ),
         };
     };
+    let route = &path.to_owned();
     let started = Instant::now();
-    let response = handle_hook(&server, route, source, &method, &headers, body).await;
+    let response = handle_hook(&server, route, &source, &method, &headers, body).await;
     let code = response.status().as_u16();
     server
         .metrics

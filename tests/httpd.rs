@@ -328,6 +328,64 @@ async fn an_edited_hook_is_served_fresh() {
     assert!(body.contains("\"edited\": true"), "{body}");
 }
 
+/// A jsonnetd deployment swaps its image: `kubelambda httpd DIR` serves every hook file of the
+/// directory (a ConfigMap mount, `..data` links and all) with jsonnetd's natives, and picks up a
+/// file added later.
+#[tokio::test]
+async fn a_directory_is_served_like_jsonnetd() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Laid out as a mounted ConfigMap: the files are links into a hidden, versioned directory.
+    let data = dir.path().join("..2026_11_29_00_00_00.1");
+    std::fs::create_dir(&data).expect("mkdir");
+    std::fs::write(
+        data.join("sync-ports.jsonnet"),
+        r#"function(request) {
+  local spec = request.parent.spec,
+  local settings = std.native('jsonUnmarshal')(spec.settings),
+  status: {
+    ports: [std.native('parseInt')(p) for p in std.split(spec.ports, ',')],
+    replicas: settings.replicas,
+  },
+}"#,
+    )
+    .expect("write");
+    std::os::unix::fs::symlink(&data, dir.path().join("..data")).expect("link");
+    std::os::unix::fs::symlink(
+        "..data/sync-ports.jsonnet",
+        dir.path().join("sync-ports.jsonnet"),
+    )
+    .expect("link");
+    let server = Httpd::start(dir.path(), &["."]);
+    let request = r#"{"parent": {"spec": {"ports": "80,443", "settings": "{\"replicas\": 3}"}}}"#;
+    let (code, body) = post(&server.url("/sync-ports"), request).await;
+    assert_eq!(code, 200, "{body}");
+    let answer: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(
+        answer,
+        serde_json::json!({"status": {"ports": [80, 443], "replicas": 3}})
+    );
+    // Hidden directories are not routes.
+    let (code, body) = post(&server.url("/..data/sync-ports"), request).await;
+    assert_eq!(code, 404, "{body}");
+
+    // A file added while running is served (the directory is rescanned on an unknown route).
+    std::fs::write(
+        dir.path().join("finalize.jsonnet"),
+        "function(request) { finalized: true }",
+    )
+    .expect("write");
+    let started = Instant::now();
+    loop {
+        let (code, body) = post(&server.url("/finalize"), "{}").await;
+        if code == 200 {
+            assert!(body.contains("\"finalized\": true"), "{body}");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{code} {body}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 #[tokio::test]
 async fn render_prints_what_httpd_serves() {
     let server = Httpd::start(

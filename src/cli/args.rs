@@ -71,7 +71,8 @@ pub enum Command {
         limits: crate::httpd::LimitArgs,
         #[command(flatten)]
         eval: EvalArgs,
-        /// Hook files (.jsonnet or .tera).
+        /// Hook files (.jsonnet or .tera), or directories: every hook file under a directory is
+        /// served at its relative path, new files included (as jsonnetd served its directory).
         #[arg(required = true, value_name = "FILE")]
         files: Vec<PathBuf>,
     },

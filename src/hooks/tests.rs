@@ -45,6 +45,41 @@ fn example_hook_gives_the_expected_response_byte_for_byte() {
     assert_eq!(out, expected);
 }
 
+/// jsonnetd's natives, so hooks written for Metacontroller's Jsonnet server run unchanged.
+#[test]
+fn jsonnetd_natives() {
+    let code = r#"function(request) {
+      obj: std.native('jsonUnmarshal')(request.text),
+      n: std.native('parseInt')('-42'),
+      big: std.native('parseInt')('9007199254740992'),
+    }"#;
+    let source = HookSource::JsonnetInline {
+        name: "jsonnetd".into(),
+        code: code.into(),
+        jpath: vec![],
+    };
+    let v = eval_json(
+        &mut evaluator(),
+        &source,
+        br#"{"text": "{\"a\": [1, true]}"}"#,
+    );
+    assert_eq!(
+        v,
+        json!({"obj": {"a": [1, true]}, "n": -42, "big": 9007199254740992_u64})
+    );
+    for bad in ["' 1'", "'1.5'", "'0x10'", "''", "'99999999999999999999'"] {
+        let source = HookSource::JsonnetInline {
+            name: "bad".into(),
+            code: format!("function(request) std.native('parseInt')({bad})"),
+            jpath: vec![],
+        };
+        let err = evaluator()
+            .evaluate(&source, b"{}")
+            .expect_err("not an integer");
+        assert!(err.to_string().contains("parseInt"), "{bad}: {err}");
+    }
+}
+
 #[test]
 fn every_native_follows_kubecfg() {
     let v = eval_json(&mut evaluator(), &file(&fixture("natives.jsonnet")), b"{}");

@@ -22,6 +22,9 @@ pub fn register(std_ctx: &ContextInitializer) {
     std_ctx.add_native("regexMatch", builtin_regex_match {});
     std_ctx.add_native("regexSubst", builtin_regex_subst {});
     std_ctx.add_native("resolveImage", builtin_resolve_image {});
+    // jsonnetd's (Metacontroller's Jsonnet webhook server), so its hooks run unchanged.
+    std_ctx.add_native("jsonUnmarshal", builtin_json_unmarshal {});
+    std_ctx.add_native("parseInt", builtin_parse_int {});
 }
 
 fn to_json(value: &Val, what: &str) -> Result<serde_json::Value> {
@@ -44,6 +47,31 @@ fn builtin_parse_json(json: IStr) -> Result<Val> {
     match serde_json::from_str::<Val>(&json) {
         Ok(v) => Ok(v),
         Err(e) => bail!("parseJson: {e}"),
+    }
+}
+
+/// `jsonUnmarshal(json)`: jsonnetd's name for [`builtin_parse_json`].
+#[builtin]
+fn builtin_json_unmarshal(json: IStr) -> Result<Val> {
+    match serde_json::from_str::<Val>(&json) {
+        Ok(v) => Ok(v),
+        Err(e) => bail!("jsonUnmarshal: {e}"),
+    }
+}
+
+/// `parseInt(str)`: jsonnetd's, a base-10 64-bit integer as a number (Go's `strconv.ParseInt`:
+/// an optional sign and digits only, no spaces).
+#[builtin]
+fn builtin_parse_int(str: IStr) -> Result<f64> {
+    let text: &str = &str;
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        bail!("parseInt: {text:?} is not a base-10 integer");
+    }
+    match text.parse::<i64>() {
+        // Jsonnet numbers are doubles, as jsonnetd's were.
+        Ok(n) => Ok(n as f64),
+        Err(e) => bail!("parseInt: {text:?}: {e}"),
     }
 }
 
