@@ -234,6 +234,38 @@ pub async fn render(hook: &Path, request: &Path, eval: &EvalOptions) -> ExitCode
     }
 }
 
+/// `kubelambda render --controller`: prints the rendered answer, or the error and exit code 1.
+pub async fn render_controller(args: &args::ControllerRenderArgs, eval: &EvalOptions) -> ExitCode {
+    let (Some(controller), Some(parent)) = (&args.controller, &args.parent) else {
+        eprintln!("kubelambda render: --controller and --parent are required together");
+        return ExitCode::from(2);
+    };
+    let sandbox = match eval.sandbox() {
+        Ok(sandbox) => sandbox,
+        Err(e) => {
+            eprintln!("kubelambda render: cannot start the sandbox: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let inputs = render::controller::RenderInputs {
+        controller,
+        parent,
+        observed: args.observed.as_deref(),
+        related: args.related.as_deref(),
+        jpath: &eval.jsonnet.jpath,
+    };
+    match render::controller::render_controller(&sandbox, &inputs, args.diff).await {
+        Ok(rendered) => {
+            print!("{}", rendered.text);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("kubelambda render: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 /// `kubelambda run` settings, parsed.
 #[derive(Clone, Debug)]
 pub struct RunOptions {

@@ -81,9 +81,13 @@ fn main() -> ExitCode {
         Command::Render {
             hook,
             request,
+            controller,
             eval,
         } => with_eval(eval, |eval| async move {
-            cli::render(&hook, &request, &eval).await
+            match (hook, request) {
+                (Some(hook), Some(request)) => cli::render(&hook, &request, &eval).await,
+                _ => cli::render_controller(&controller, &eval).await,
+            }
         }),
         Command::Crds => cli::crds(),
         Command::Run(run) => {

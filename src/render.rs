@@ -1,6 +1,8 @@
 //! `kubelambda render`: evaluate one hook once, offline, through the same sandbox as httpd and the
 //! controller.
 
+pub mod controller;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 

@@ -79,10 +79,18 @@ pub enum Command {
     /// Evaluate one hook once, offline, and print the response JSON.
     Render {
         /// The hook file (.jsonnet or .tera).
-        hook: PathBuf,
+        #[arg(required_unless_present = "controller", conflicts_with = "controller")]
+        hook: Option<PathBuf>,
         /// The request JSON: a file, or - for stdin.
-        #[arg(long, value_name = "FILE|-")]
-        request: PathBuf,
+        #[arg(
+            long,
+            value_name = "FILE|-",
+            required_unless_present = "controller",
+            conflicts_with = "controller"
+        )]
+        request: Option<PathBuf>,
+        #[command(flatten)]
+        controller: ControllerRenderArgs,
         #[command(flatten)]
         eval: EvalArgs,
     },
@@ -95,6 +103,29 @@ pub enum Command {
     /// Internal: a sandbox worker process, started by kubelambda itself.
     #[command(name = "__worker", hide = true)]
     Worker,
+}
+
+/// `kubelambda render --controller`: a whole controller's answer for one parent, offline.
+#[derive(Args, Debug)]
+pub struct ControllerRenderArgs {
+    /// A CompositeController or DecoratorController (YAML): render what it does for --parent,
+    /// its request built, its hook evaluated (inline, file, configMapRef read from the file of
+    /// that key next to the controller file, or webhook URL) and its answer validated as the
+    /// controller would.
+    #[arg(long, value_name = "FILE", requires = "parent")]
+    pub controller: Option<PathBuf>,
+    /// The parent (or decorator target) object (YAML or JSON).
+    #[arg(long, value_name = "FILE")]
+    pub parent: Option<PathBuf>,
+    /// The children the parent has now (a YAML stream or a `kind: List`).
+    #[arg(long, value_name = "FILE", requires = "controller")]
+    pub observed: Option<PathBuf>,
+    /// The related objects the customize hook would select (a YAML stream or a `kind: List`).
+    #[arg(long, value_name = "FILE", requires = "controller")]
+    pub related: Option<PathBuf>,
+    /// Print what would change against --observed instead of the desired children.
+    #[arg(long, requires = "controller")]
+    pub diff: bool,
 }
 
 /// `kubelambda run`: kubelambda's flags and every flag of Metacontroller's binary.

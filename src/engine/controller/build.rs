@@ -73,7 +73,10 @@ fn spec_error(e: impl ToString) -> StartError {
 }
 
 /// A selector from the API's label selector type, its errors naming `field`.
-fn selector_at<T: serde::Serialize>(field: &str, sel: &T) -> Result<Selector, StartError> {
+pub(crate) fn selector_at<T: serde::Serialize>(
+    field: &str,
+    sel: &T,
+) -> Result<Selector, StartError> {
     let json = serde_json::to_value(sel).map_err(spec_error)?;
     let sel: LabelSelector =
         serde_json::from_value(json).map_err(|e| StartError::Spec(format!("{field}: {e}")))?;
@@ -81,7 +84,10 @@ fn selector_at<T: serde::Serialize>(field: &str, sel: &T) -> Result<Selector, St
 }
 
 /// An annotation selector is a label selector over annotations.
-fn annotation_selector(field: &str, sel: &AnnotationSelector) -> Result<Selector, StartError> {
+pub(crate) fn annotation_selector(
+    field: &str,
+    sel: &AnnotationSelector,
+) -> Result<Selector, StartError> {
     let as_labels = LabelSelector {
         match_labels: Some(sel.match_annotations.clone()),
         match_expressions: Some(
