@@ -39,26 +39,38 @@ done_step() { log "   done in $((SECONDS - STEP_T0))s"; }
 
 WORK="$(mktemp -d /tmp/kubelambda-packaging.XXXXXX)"
 CONTROLLER_PID=""
+# The controller is PID 1 of its own PID namespace, the only child of `unshare`, which does not
+# pass signals on: SIGTERM goes to the controller itself, as a container runtime sends it.
+stop_controller() {
+    local pid
+    pid="$(cat "/proc/$CONTROLLER_PID/task/$CONTROLLER_PID/children" 2>/dev/null || true)"
+    [[ -n "$pid" ]] && kill -TERM $pid 2>/dev/null
+    local rc=0
+    wait "$CONTROLLER_PID" || rc=$?
+    CONTROLLER_PID=""
+    return $rc
+}
 cleanup() {
     local rc=$?
+    set +e
     if [[ -n "$CONTROLLER_PID" ]] && kill -0 "$CONTROLLER_PID" 2>/dev/null; then
-        kill -TERM "$CONTROLLER_PID" 2>/dev/null || true
-        wait "$CONTROLLER_PID" 2>/dev/null || true
+        stop_controller || true
     fi
     if [[ $rc -ne 0 && -f "$WORK/controller.log" ]]; then
         log "last lines of the controller's log:"
         tail -n 30 "$WORK/controller.log" | sed 's/^/    /' >&2
     fi
-    [[ -d "$WORK/testenv" ]] && tests/testenv/testenv down "$WORK/testenv" || true
-    buildah "${STORAGE[@]}" rmi -f "$IMAGE" >/dev/null 2>&1 || true
-    rm -rf "$WORK"
+    [[ -n "${DNS_PID:-}" ]] && kill "$DNS_PID" 2>/dev/null
+    [[ -d "$WORK/testenv" ]] && tests/testenv/testenv down "$WORK/testenv"
+    buildah "${STORAGE[@]}" rmi -f "$IMAGE" >/dev/null 2>&1
+    [[ -n "${PACKAGING_KEEP:-}" ]] && log "kept $WORK" || rm -rf "$WORK"
     exit $rc
 }
 trap cleanup EXIT
 
 # ---------------------------------------------------------------------------------------------------
 step "tools"
-declare -A NEED=([buildah]=buildah [umoci]=umoci [readelf]=binutils [unshare]=util-linux [chroot]=coreutils [curl]=curl)
+declare -A NEED=([buildah]=buildah [umoci]=umoci [readelf]=binutils [unshare]=util-linux [chroot]=coreutils [curl]=curl [python3]=python3)
 missing=()
 for cmd in "${!NEED[@]}"; do
     command -v "$cmd" >/dev/null 2>&1 || missing+=("${NEED[$cmd]}")
@@ -142,8 +154,8 @@ binary="$TARGET_DIR/$host/release/kubelambda"
 # The stand-in for the Dockerfile's `build` stage: DIR/rootfs, as that stage leaves /rootfs.
 packaging/rootfs.sh "$binary" "$WORK/build/rootfs"
 buildah "${STORAGE[@]}" bud --quiet --build-context build="$WORK/build" -t "$IMAGE" . >/dev/null
-config="$(buildah "${STORAGE[@]}" inspect --type image --format '{{.OCIv1.Config.User}} {{json .OCIv1.Config.Entrypoint}} {{json .OCIv1.Config.Cmd}}' "$IMAGE")"
-[[ "$config" == '65532:65532 ["/usr/local/bin/kubelambda"] ["run"]' ]] \
+config="$(buildah "${STORAGE[@]}" inspect --type image --format '{{.OCIv1.Config.User}} {{.OCIv1.Config.Entrypoint}} {{.OCIv1.Config.Cmd}}' "$IMAGE")"
+[[ "$config" == '65532:65532 [/usr/local/bin/kubelambda] [run]' ]] \
     || die "unexpected image config (user, entrypoint, cmd): $config"
 buildah "${STORAGE[@]}" push --quiet "$IMAGE" "oci:$WORK/oci:ci" >/dev/null
 umoci unpack --image "$WORK/oci:ci" "$WORK/bundle" >/dev/null
@@ -164,7 +176,7 @@ done_step
 
 step "manifests: server-side dry-run"
 # Namespaced objects cannot be dry-run into a namespace that a dry run only pretends to create.
-k create namespace kubelambda >/dev/null
+k apply -f manifests/namespace.yaml >/dev/null
 k apply -k manifests/ --dry-run=server >"$WORK/dry-run.txt"
 sed 's/^/    /' "$WORK/dry-run.txt" >&2
 grep -q '^deployment.apps/kubelambda .*(server dry run)$' "$WORK/dry-run.txt" \
@@ -216,18 +228,35 @@ for port in $HEALTH_PORT $METRICS_PORT; do
 done
 
 # What a container runtime and the kubelet add to the image's root: mount points for /proc and
-# /dev, /etc/hosts, and the service account (the API server is reached by a host name, so that
-# the static binary's name resolution is exercised).
+# /dev, /etc/hosts and /etc/resolv.conf, and the service account. The API server is reached by the
+# name kubernetes.default.svc (its certificate names it), which only a DNS server on 127.0.0.1
+# knows, so the static binary's name resolution is checked as it works for Services in a
+# cluster. Where UDP port 53 is taken here, /etc/hosts names it instead (and the log says so).
 mkdir -p "$IMG/proc" "$IMG/dev" "$IMG/var/run/secrets/kubernetes.io/serviceaccount"
-touch "$IMG/etc/hosts"
+touch "$IMG/etc/hosts" "$IMG/etc/resolv.conf"
 sa="$WORK/serviceaccount"
 mkdir -p "$sa"
 printf 'kubelambda' >"$sa/namespace"
 cp "$WORK/testenv/pki/ca.crt" "$sa/ca.crt"
 sed -n 's/^ *token: *//p' "$KUBECONFIG" | tr -d '\n' >"$sa/token"
 [[ -s "$sa/token" ]] || die "no token in $KUBECONFIG"
-printf '127.0.0.1 localhost\n127.0.0.1 kubernetes.default.svc\n' >"$WORK/hosts"
-chmod -R a+rX "$sa" "$WORK/hosts"
+printf '127.0.0.1 localhost\n' >"$WORK/hosts"
+printf 'nameserver 127.0.0.1\noptions timeout:1 attempts:2\n' >"$WORK/resolv.conf"
+API_HOST=kubernetes.default.svc
+python3 .ci/dns-responder.py "$API_HOST" 53 >"$WORK/dns.log" 2>&1 &
+DNS_PID=$!
+for _ in $(seq 1 50); do
+    grep -qx ready "$WORK/dns.log" || ! kill -0 "$DNS_PID" 2>/dev/null && break
+    sleep 0.1
+done
+DNS_CHECKED=""
+if grep -qx ready "$WORK/dns.log"; then
+    DNS_CHECKED=1
+else
+    log "   no DNS server on 127.0.0.1:53 ($(tail -n 1 "$WORK/dns.log")); the API server's name comes from /etc/hosts, DNS is not checked"
+    printf '127.0.0.1 %s\n' "$API_HOST" >>"$WORK/hosts"
+fi
+chmod -R a+rX "$sa" "$WORK/hosts" "$WORK/resolv.conf"
 api_port="$(sed -n 's|^ *server: https://127.0.0.1:\([0-9]*\)$|\1|p' "$KUBECONFIG")"
 
 # A mount namespace of its own: the image's root bound read-only (readOnlyRootFilesystem), then
@@ -235,19 +264,20 @@ api_port="$(sed -n 's|^ *server: https://127.0.0.1:\([0-9]*\)$|\1|p' "$KUBECONFI
 # with only the environment a pod has.
 cat >"$WORK/start.sh" <<'EOF'
 set -euo pipefail
-img="$1" sa="$2" hosts="$3"; shift 3
+img="$1" sa="$2" hosts="$3" resolv="$4"; shift 4
 mount --make-rprivate /
 mount --bind "$img" "$img"
 mount -t proc proc "$img/proc"
 mount --rbind /dev "$img/dev"
 mount --bind "$hosts" "$img/etc/hosts"
+mount --bind "$resolv" "$img/etc/resolv.conf"
 mount --bind "$sa" "$img/var/run/secrets/kubernetes.io/serviceaccount"
 mount -o remount,bind,ro "$img"
 exec chroot --userspec=65532:65532 --groups=65532 "$img" "$@"
 EOF
-env -i KUBERNETES_SERVICE_HOST=kubernetes.default.svc KUBERNETES_SERVICE_PORT="$api_port" \
+env -i KUBERNETES_SERVICE_HOST="$API_HOST" KUBERNETES_SERVICE_PORT="$api_port" \
     POD_NAME=kubelambda-ci KUBELAMBDA_LOG_LEVEL="info,kubelambda::hooks::sandbox=debug" \
-    unshare --mount --pid --fork --kill-child bash "$WORK/start.sh" "$IMG" "$sa" "$WORK/hosts" \
+    unshare --mount --pid --fork --kill-child bash "$WORK/start.sh" "$IMG" "$sa" "$WORK/hosts" "$WORK/resolv.conf" \
     /usr/local/bin/kubelambda "${ARGS[@]}" >"$WORK/controller.log" 2>&1 &
 CONTROLLER_PID=$!
 
@@ -282,8 +312,16 @@ grep -q 'hook workers confined' "$WORK/controller.log" \
 if grep -q 'hook workers run without' "$WORK/controller.log"; then
     die "hook workers in the image run unconfined: $(grep 'hook workers run without' "$WORK/controller.log")"
 fi
-kill -TERM "$CONTROLLER_PID"
-wait "$CONTROLLER_PID" || die "the controller did not exit cleanly on SIGTERM (status $?)"
-CONTROLLER_PID=""
+stop_controller || die "the controller did not exit cleanly on SIGTERM (status $?)"
+k -n kubelambda get lease kubelambda -o jsonpath='{.spec.holderIdentity}' | grep -q . \
+    && die "the controller did not release its Lease on SIGTERM"
+if [[ -n "$DNS_CHECKED" ]]; then
+    grep -q "^query 1 $API_HOST$" "$WORK/dns.log" || die "the controller never asked the DNS server for $API_HOST"
+    log "   the image's binary resolved $API_HOST through /etc/resolv.conf"
+fi
+if grep -E ' (WARN|ERROR) ' "$WORK/controller.log" >"$WORK/controller-warnings"; then
+    log "   the controller's warnings (not failures):"
+    sed 's/^/    /' "$WORK/controller-warnings" >&2
+fi
 done_step
 log "all packaging checks passed"

@@ -23,7 +23,9 @@ ca_bundle="${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}"
 [[ -x "$binary" ]] || die "$binary is not an executable file"
 [[ -s "$ca_bundle" ]] || die "no CA bundle at $ca_bundle (install Debian's ca-certificates)"
 # The image has no dynamic loader and no shared libraries: refuse a binary that would need them.
-command -v readelf >/dev/null 2>&1 || die "readelf not found (install binutils)"
+for tool in readelf strip; do
+    command -v "$tool" >/dev/null 2>&1 || die "$tool not found (install binutils)"
+done
 if readelf --program-headers "$binary" | grep -q 'INTERP'; then
     die "$binary is dynamically linked ($(readelf --program-headers "$binary" | sed -n 's/.*Requesting program interpreter: \(.*\)]/\1/p')); build it with RUSTFLAGS='-C target-feature=+crt-static' and an explicit --target"
 fi
@@ -33,7 +35,10 @@ fi
 
 rm -rf "$out"
 mkdir -p "$out/usr/local/bin" "$out/etc/ssl/certs" "$out/tmp"
-install -m 0755 "$binary" "$out/usr/local/bin/kubelambda"
+# Without the release profile's line tables (about 100 MB); the symbols stay, so a backtrace
+# still names functions.
+strip --strip-debug -o "$out/usr/local/bin/kubelambda" "$binary"
+chmod 0755 "$out/usr/local/bin/kubelambda"
 install -m 0644 "$ca_bundle" "$out/etc/ssl/certs/ca-certificates.crt"
 chmod 1777 "$out/tmp"
 cat >"$out/etc/passwd" <<'PASSWD'
