@@ -8,14 +8,17 @@
 # target's standard library comes only from rustup's download server, which the machines this
 # project is built and checked on cannot reach, while crt-static needs nothing beyond the Rust
 # toolchain and Debian's libc6-dev. Static glibc resolves host names through the `files` and
-# `dns` services built into it (no NSS modules are loaded), which is all a controller in a pod needs.
+# `dns` services built into it (no NSS modules are loaded); CI checks that it resolves the API
+# server's name through /etc/resolv.conf from inside the image.
 #
 # What CI checks (.ci/packaging.sh): it cannot pull the Rust base image below (no container
 # registry is reachable there), so it runs the `build` stage's two steps itself, with the same
-# toolchain version and packaging/rootfs.sh, and hands the result to this file's final stage with
+# commands and packaging/rootfs.sh, on the CI machine's Rust toolchain (Debian 12, like this base
+# image), and hands the result to this file's final stage with
 # `buildah bud --build-context build=DIR`, which stands in for the stage of that name. The final
-# stage, the image's metadata and the binary started from the image (as user 65532, on a read-only
-# root) are thus checked there; this build stage is not.
+# stage, the image's metadata and files, and the binary started from the unpacked image (as user
+# 65532 without capabilities, on a read-only root, with the Deployment's arguments) are checked
+# there; this build stage as such is not.
 
 ARG RUST_VERSION=1.95
 

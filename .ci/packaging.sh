@@ -3,18 +3,23 @@
 #
 #  1. manifests: `kubectl apply -k manifests/ --dry-run=server` against a real control plane
 #     (tests/testenv), for the default (wide RBAC) and the narrow RBAC variant; then a real apply.
+#     kubectl rather than a Rust test: kustomize (resources, components, patches) and the server's
+#     strict field validation run exactly as for a user, with nothing re-implemented.
 #  2. image: the Dockerfile's final stage is built with buildah from the static binary and
 #     packaging/rootfs.sh (the Dockerfile's Rust base image cannot be pulled here: no registry is
 #     reachable), unpacked with umoci, and the binary is started from the unpacked image the way the
 #     Deployment runs it: as user 65532 with no capabilities, on a read-only root, with the
-#     Deployment's own arguments and an in-cluster service account. It must become the leader,
-#     answer the probes and the metrics port, confine its hook workers, and reconcile an example
-#     controller (a Jsonnet hook, so a worker is re-executed from the image's binary).
+#     Deployment's own arguments and an in-cluster service account, the API server reached by a
+#     name that only a DNS server on loopback resolves. It must become the leader, answer the
+#     probes and the metrics port, confine its hook workers, reconcile an example controller (a
+#     Jsonnet hook, so a worker is re-executed from the image's binary), then exit cleanly on
+#     SIGTERM and release its Lease.
 #
 # kubectl is built from the Go module proxy at the control plane's pinned version (Debian's
 # kubernetes-client is 1.20: too old for a 1.35 server and for kustomize components) and cached
 # beside the control-plane binaries. The static binary's build directory is cached too
-# (PACKAGING_TARGET_DIR), so a warm run only recompiles kubelambda itself.
+# (PACKAGING_TARGET_DIR), so a warm run only recompiles kubelambda itself. PACKAGING_KEEP=1 keeps
+# the work directory (image, logs) for a look afterwards.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
