@@ -52,7 +52,12 @@ fn main() -> ExitCode {
         }
     };
     let logging = cli.log_settings();
-    kubelambda::telemetry::init_logging_as(&logging.filter, logging.format);
+    // Traces only from the controller: not from httpd, render or the evaluation workers.
+    let _traces = kubelambda::telemetry::init_observability(
+        &logging.filter,
+        logging.format,
+        matches!(cli.command, Command::Run(_)),
+    );
     // SAFETY: only the main thread exists; the async runtime starts below.
     unsafe { kubelambda::telemetry::export_to_workers(&logging.filter, logging.format) };
     match cli.command {

@@ -3,6 +3,7 @@
 //! is logged at info level, so it is visible with the defaults.
 
 pub mod engine_metrics;
+pub mod traces;
 
 use std::io::IsTerminal;
 
@@ -52,24 +53,54 @@ pub fn init_logging(default_filter: &str) {
 /// `info,kubelambda=debug`) applies unless `RUST_LOG` is set. Only the first call in a process
 /// takes effect.
 pub fn init_logging_as(default_filter: &str, format: LogFormat) {
+    init_observability(default_filter, format, false);
+}
+
+/// Logs as [`init_logging_as`], and with `traces`, OpenTelemetry traces when the environment
+/// asks for them ([`traces::requested`]). Keep the returned guard until exit: dropping it sends
+/// the last spans.
+pub fn init_observability(
+    default_filter: &str,
+    format: LogFormat,
+    traces: bool,
+) -> Option<traces::TracesGuard> {
+    use tracing_subscriber::prelude::*;
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = match format {
         // Colours only on a terminal: a container's log collector would keep the escape codes.
-        LogFormat::Text => builder
+        LogFormat::Text => fmt
             .with_target(false)
             .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
-        LogFormat::Json => builder
+            .boxed(),
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(false)
             .with_span_list(false)
-            .try_init(),
+            .boxed(),
     };
+    let otlp = if traces {
+        match traces::otlp_layer() {
+            Ok(found) => found,
+            Err(e) => {
+                eprintln!("kubelambda: {e}; continuing without traces");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let (layer, guard) = match otlp {
+        Some((layer, guard)) => (Some(layer), Some(guard)),
+        None => (None, None),
+    };
+    let _ = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(layer)
+        .try_init();
+    guard
 }
 
 /// Counts the requests kubelambda's Kubernetes client sends, by HTTP verb, so that "no write when

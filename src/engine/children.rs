@@ -13,6 +13,7 @@ use kube::api::{
 };
 use kube::{Api, Client, ResourceExt};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::apply;
 use super::controller::ChildKind;
@@ -66,6 +67,22 @@ pub enum Outcome {
     Created,
     Updated,
     Deleted,
+}
+
+/// The span of one child write, under its sync's span.
+fn child_span(
+    action: &'static str,
+    kind: &str,
+    namespace: Option<String>,
+    name: &str,
+) -> tracing::Span {
+    tracing::info_span!(
+        "child",
+        action,
+        kind = %kind,
+        namespace = namespace.as_deref().unwrap_or_default(),
+        name = %name,
+    )
 }
 
 pub fn owner_reference(parent: &DynamicObject, parent_ar: &ApiResource) -> OwnerReference {
@@ -156,13 +173,25 @@ impl ChildWriter {
             Outcome::Unchanged => {}
         };
         for (index, child) in &plan.deletes {
-            match self.delete(&kinds[*index].ty, child).await {
+            let span = child_span(
+                "delete",
+                &kinds[*index].ty.ar.kind,
+                child.namespace(),
+                &child.name_any(),
+            );
+            match self.delete(&kinds[*index].ty, child).instrument(span).await {
                 Ok(outcome) => count(outcome),
                 Err(e) => errors.push(e.to_string()),
             }
         }
         for write in &plan.writes {
             let kind = &kinds[write.desired.type_index];
+            let span = child_span(
+                "apply",
+                &kind.ty.ar.kind,
+                write.desired.namespace.clone(),
+                &write.desired.name,
+            );
             match self
                 .apply(
                     &kind.ty,
@@ -171,6 +200,7 @@ impl ChildWriter {
                     &write.desired,
                     owner,
                 )
+                .instrument(span)
                 .await
             {
                 // Recreate: the next sync (after the delete event) creates it again.

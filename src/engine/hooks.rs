@@ -14,6 +14,7 @@ use std::sync::Arc;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::Client;
 use serde_json::Value;
+use tracing::Instrument;
 
 use super::events::EventRecorder;
 use crate::api::ApiError;
@@ -48,7 +49,12 @@ impl BuiltHook {
         };
         let _in_flight = instruments.start();
         let started = std::time::Instant::now();
-        let result = self.hook.call(request).await;
+        let span = tracing::info_span!(
+            "hook",
+            hook = instruments.hook_type(),
+            backend = instruments.backend(),
+        );
+        let result = self.hook.call(request).instrument(span).await;
         instruments.finish(started.elapsed(), call_result(&result));
         result
     }

@@ -290,6 +290,16 @@ impl HookInstruments {
         Some((families, self.url.as_deref()?))
     }
 
+    /// `sync`, `finalize` or `customize`.
+    pub fn hook_type(&self) -> &str {
+        &self.hook
+    }
+
+    /// `webhook`, `jsonnet` or `tera`.
+    pub fn backend(&self) -> &'static str {
+        self.backend
+    }
+
     /// Counts a call in flight until the returned guard is dropped.
     pub fn start(&self) -> InFlight {
         let gauge = self.webhook_labels().map(|(families, url)| {

@@ -27,6 +27,7 @@ use kube::api::DynamicObject;
 use kube::{Api, Resource, ResourceExt};
 use serde_json::Value;
 use tokio::task::JoinHandle;
+use tracing::Instrument;
 
 use super::Shared;
 use super::children::ChildWriter;
@@ -59,6 +60,16 @@ pub enum Kind {
     /// Attachments carry [`DECORATOR_ANNOTATION`]; nothing is adopted; the hook's labels,
     /// annotations and status are merged into the target.
     Decorator,
+}
+
+impl Kind {
+    /// The controller kind, as Metacontroller's metrics and events name it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::Composite { .. } => "CompositeController",
+            Self::Decorator => "DecoratorController",
+        }
+    }
 }
 
 /// A parent type (a composite's one `parentResource`, or one of a decorator's `resources`).
@@ -200,7 +211,18 @@ impl Controller {
     async fn work(&self) {
         while let Some(key) = self.queue.next().await {
             let started = std::time::Instant::now();
-            let result = self.sync(&key).await;
+            let span = tracing::info_span!(
+                "sync",
+                controller = %self.name,
+                controller_type = self.kind.type_name(),
+                parent = %key,
+                parent_kind = %self.parents[key.type_index].ty.ar.kind,
+                error = tracing::field::Empty,
+            );
+            let result = self.sync(&key).instrument(span.clone()).await;
+            if let Err(e) = &result {
+                span.record("error", tracing::field::display(e));
+            }
             self.shared.metrics.record_sync();
             self.instruments
                 .sync_done(started.elapsed(), result.is_ok());

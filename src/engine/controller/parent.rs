@@ -5,6 +5,7 @@
 use kube::api::{DynamicObject, Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use serde_json::{Value, json};
+use tracing::Instrument;
 
 use super::plan::StatusWrite;
 use super::sync::SyncError;
@@ -67,6 +68,7 @@ impl Controller {
                 &PatchParams::default(),
                 &Patch::Merge(patch),
             )
+            .instrument(tracing::info_span!("parent", action))
             .await;
         match result {
             Ok(written) => Ok(Written::Done(Box::new(written))),
@@ -95,20 +97,16 @@ impl Controller {
         let api: Api<DynamicObject> =
             self.parent_api(key.type_index, parent.namespace().as_deref());
         let body = json!({ "status": write.patch });
+        let span = tracing::info_span!("parent", action = "write status of");
+        let params = PatchParams::default();
         let result = if self.parents[key.type_index].ty.has_status {
-            api.patch_status(
-                &parent.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&body),
-            )
-            .await
+            api.patch_status(&parent.name_any(), &params, &Patch::Merge(&body))
+                .instrument(span)
+                .await
         } else {
-            api.patch(
-                &parent.name_any(),
-                &PatchParams::default(),
-                &Patch::Merge(&body),
-            )
-            .await
+            api.patch(&parent.name_any(), &params, &Patch::Merge(&body))
+                .instrument(span)
+                .await
         };
         match result {
             Ok(written) => {
