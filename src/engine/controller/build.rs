@@ -7,6 +7,7 @@ use std::sync::Arc;
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
+use super::revisions::RollingConfig;
 use super::{ChildKind, Controller, Hooks, Kind, ParentType, Running};
 use crate::api::{
     AnnotationSelector, ChildUpdateMethod, CompositeController, DecoratorController,
@@ -104,6 +105,7 @@ type ChildRule<'a> = (String, &'a str, &'a str, ChildUpdateMethod);
 /// The parts both kinds are built from.
 struct Parts<'a> {
     name: String,
+    rolling: Option<RollingConfig>,
     kind: Kind,
     reference: k8s_openapi::api::core::v1::ObjectReference,
     controller_json: Value,
@@ -173,6 +175,7 @@ pub async fn start_composite(
         .as_ref()
         .map(|s| selector_at("spec.parentResource.labelSelector", s))
         .transpose()?;
+    let namespaced = ty.namespaced;
     let parents = vec![ParentType {
         informer: shared.informers.informer(&ty.ar),
         ty,
@@ -180,9 +183,11 @@ pub async fn start_composite(
         annotations: None,
         ignore_status_changes: pr.ignore_status_changes.unwrap_or(false),
     }];
+    let rolling = rolling_config(cc, namespaced, shared).await?;
     let hooks = cc.spec.hooks().map_err(spec_error)?;
     let parts = Parts {
         name: cc.name_any(),
+        rolling,
         kind: Kind::Composite {
             generate_selector: cc.spec.generate_selector(),
         },
@@ -238,6 +243,7 @@ pub async fn start_decorator(
     let hooks = dc.spec.hooks().map_err(spec_error)?;
     let parts = Parts {
         name: dc.name_any(),
+        rolling: None,
         kind: Kind::Decorator,
         reference: dc.object_ref(&()),
         controller_json: serde_json::to_value(dc).unwrap_or(Value::Null),
@@ -259,6 +265,56 @@ pub async fn start_decorator(
         resync_period: dc.spec.resync_period(),
     };
     build(parts, parents, shared).await
+}
+
+/// The rolling-update settings of a composite whose child types include a Rolling* one. Its
+/// revisions live in the parent's namespace, so the parent must have one (Metacontroller would
+/// try to create them in namespace "" and fail on every sync), and the ControllerRevision CRD
+/// must be served.
+async fn rolling_config(
+    cc: &CompositeController,
+    parent_namespaced: bool,
+    shared: &Shared,
+) -> Result<Option<RollingConfig>, StartError> {
+    let Some(first) = cc
+        .spec
+        .child_resources
+        .iter()
+        .position(|c| c.update_method().is_rolling())
+    else {
+        return Ok(None);
+    };
+    let field = format!("spec.childResources[{first}].updateStrategy.method");
+    let method = cc.spec.child_resources[first].update_method();
+    if !parent_namespaced {
+        return Err(StartError::Spec(format!(
+            "{field}: {method:?} keeps ControllerRevisions in the parent's namespace, but {} parents are cluster-scoped",
+            cc.spec.parent_resource.resource
+        )));
+    }
+    resolve(
+        shared,
+        format!("{field} ({method:?} needs ControllerRevisions)"),
+        crate::api::API_VERSION,
+        "controllerrevisions",
+    )
+    .await?;
+    let checks = cc
+        .spec
+        .child_resources
+        .iter()
+        .map(|c| {
+            c.update_strategy
+                .as_ref()
+                .and_then(|s| s.status_checks.as_ref())
+                .map(|s| s.conditions.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    Ok(Some(RollingConfig::new(
+        &cc.spec.parent_resource.revision_field_paths(),
+        checks,
+    )))
 }
 
 async fn build(
@@ -332,6 +388,7 @@ async fn build(
         child_types,
         hooks: Hooks { sync, finalize },
         related,
+        rolling: parts.rolling,
         finalizer: parts.finalizer,
         resync_period: parts.resync_period,
         queue,

@@ -16,6 +16,8 @@ pub mod exchange;
 pub mod observe;
 pub mod parent;
 pub mod plan;
+pub mod revisions;
+pub mod rollout;
 pub mod routing;
 pub mod state;
 pub mod sync;
@@ -125,6 +127,8 @@ pub struct Controller {
     child_types: Vec<ChildType>,
     hooks: Hooks,
     related: Option<Related>,
+    /// Set when a child type rolls (RollingRecreate, RollingInPlace): ControllerRevisions.
+    rolling: Option<revisions::RollingConfig>,
     finalizer: String,
     resync_period: Option<Duration>,
     queue: WorkQueue<ParentKey>,
