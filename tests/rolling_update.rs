@@ -19,7 +19,11 @@ function(request) {
   local parent = request.parent,
   children: [{
     apiVersion: 'test.kubelambda.io/v1', kind: 'RollChild',
-    metadata: { name: parent.metadata.name + '-' + i },
+    metadata: {
+      name: parent.metadata.name + '-' + i,
+      // Without generateSelector, children must match the parent's selector.
+      labels: std.get(std.get(parent.spec, 'selector', {}), 'matchLabels', {}),
+    },
     spec: { version: parent.spec.version },
   } for i in std.range(0, parent.spec.count - 1)],
   status: { children: std.length(request.children['RollChild.test.kubelambda.io/v1']) },
@@ -70,6 +74,16 @@ impl Rollout {
         method: &str,
         parent_resource: Value,
     ) -> Self {
+        Self::with_selector(test, strategy, method, parent_resource, true).await
+    }
+
+    async fn with_selector(
+        test: &str,
+        strategy: ApplyStrategy,
+        method: &str,
+        parent_resource: Value,
+        generate_selector: bool,
+    ) -> Self {
         let h = Harness::with_strategy(test, strategy).await;
         create_crd(&h.client, child_crd()).await;
         let mut parent = json!({
@@ -85,7 +99,7 @@ impl Rollout {
             "kind": "CompositeController",
             "metadata": {"name": format!("{test}-{}", h.label), "labels": {"kubelambda-test": h.label}},
             "spec": {
-                "generateSelector": true,
+                "generateSelector": generate_selector,
                 "resyncPeriodSeconds": 1,
                 "parentResource": parent,
                 "childResources": [{
@@ -531,4 +545,81 @@ async fn a_restarted_controller_resumes_the_rollout_where_it_was() {
     })
     .await;
     assert_eq!(r.revision_claims().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_orphaned_revision_matching_the_parent_is_adopted_not_duplicated() {
+    let r = Rollout::with_selector(
+        "rolling-adopt",
+        ApplyStrategy::ServerSide {
+            field_manager: "kubelambda".into(),
+        },
+        "RollingRecreate",
+        json!({}),
+        false,
+    )
+    .await;
+    // The revision a previous controller left for this very parent state, ownerless; labelled
+    // with the parent's spec.template.metadata.labels as Metacontroller labels them.
+    let spec = json!({
+        "version": "v1", "count": 2,
+        "selector": {"matchLabels": {"app": "adopt"}},
+        "template": {"metadata": {"labels": {"app": "adopt"}}},
+    });
+    let orphan: ControllerRevision = serde_json::from_value(json!({
+        "apiVersion": "metacontroller.k8s.io/v1alpha1",
+        "kind": "ControllerRevision",
+        "metadata": {"name": "left-behind", "labels": {
+            "app": "adopt",
+            "metacontroller.k8s.io/apiGroup": "test.kubelambda.io",
+            "metacontroller.k8s.io/resource": "testparents",
+        }},
+        "parentPatch": {"spec": spec},
+    }))
+    .expect("revision");
+    r.revisions()
+        .create(&Default::default(), &orphan)
+        .await
+        .expect("create orphan revision");
+    let parent = r.h.parent(&r.parent, spec).await;
+    let adopted = wait_until("the orphan adopted and claiming both children", || async {
+        let revision = r.revisions().get("left-behind").await.ok()?;
+        let names: Vec<String> = revision
+            .spec
+            .children
+            .iter()
+            .flat_map(|c| c.names.clone())
+            .collect();
+        (owner_uid(&revision) == parent.uid() && names == ["roll-0", "roll-1"]).then_some(revision)
+    })
+    .await;
+    r.wait_updated("OnLatestRevision", "latest ControllerRevision: left-behind")
+        .await;
+    assert_eq!(
+        r.revision_claims().await.keys().collect::<Vec<_>>(),
+        vec!["left-behind"],
+        "no second revision for the same state"
+    );
+    assert_eq!(
+        adopted.labels().get("app").map(String::as_str),
+        Some("adopt")
+    );
+
+    // A new version: its revision is labelled so that the parent's selector claims it.
+    r.set_version("v2").await;
+    let claims = wait_until("a second revision", || async {
+        let claims = r.revision_claims().await;
+        (claims.len() == 2).then_some(claims)
+    })
+    .await;
+    let new = claims
+        .keys()
+        .find(|k| *k != "left-behind")
+        .expect("new revision");
+    let revision = r.revisions().get(new).await.expect("new revision");
+    assert_eq!(
+        revision.labels().get("app").map(String::as_str),
+        Some("adopt")
+    );
+    assert_eq!(owner_uid(&revision), parent.uid());
 }

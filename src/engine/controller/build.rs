@@ -267,15 +267,12 @@ pub async fn start_decorator(
     build(parts, parents, shared).await
 }
 
-/// The rolling-update settings of a composite whose child types include a Rolling* one. Its
-/// revisions live in the parent's namespace, so the parent must have one (Metacontroller would
-/// try to create them in namespace "" and fail on every sync), and the ControllerRevision CRD
-/// must be served.
-async fn rolling_config(
+/// The first child type that rolls (its method's field and the method), if any; refused for a
+/// cluster-scoped parent.
+fn rolling_rule(
     cc: &CompositeController,
     parent_namespaced: bool,
-    shared: &Shared,
-) -> Result<Option<RollingConfig>, StartError> {
+) -> Result<Option<(String, ChildUpdateMethod)>, StartError> {
     let Some(first) = cc
         .spec
         .child_resources
@@ -292,6 +289,21 @@ async fn rolling_config(
             cc.spec.parent_resource.resource
         )));
     }
+    Ok(Some((field, method)))
+}
+
+/// The rolling-update settings of a composite whose child types include a Rolling* one. Its
+/// revisions live in the parent's namespace, so the parent must have one (Metacontroller would
+/// try to create them in namespace "" and fail on every sync), and the ControllerRevision CRD
+/// must be served.
+async fn rolling_config(
+    cc: &CompositeController,
+    parent_namespaced: bool,
+    shared: &Shared,
+) -> Result<Option<RollingConfig>, StartError> {
+    let Some((field, method)) = rolling_rule(cc, parent_namespaced)? else {
+        return Ok(None);
+    };
     resolve(
         shared,
         format!("{field} ({method:?} needs ControllerRevisions)"),
@@ -398,4 +410,46 @@ async fn build(
         instruments,
     });
     Ok(controller.run())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn cc(methods: &[&str]) -> CompositeController {
+        let children: Vec<_> = methods
+            .iter()
+            .enumerate()
+            .map(|(i, m)| json!({"apiVersion": "v1", "resource": format!("r{i}"), "updateStrategy": {"method": m}}))
+            .collect();
+        serde_json::from_value(json!({
+            "apiVersion": "metacontroller.k8s.io/v1alpha1",
+            "kind": "CompositeController",
+            "metadata": {"name": "c"},
+            "spec": {
+                "parentResource": {"apiVersion": "g/v1", "resource": "things"},
+                "childResources": children,
+                "hooks": {"sync": {"webhook": {"url": "http://x"}}},
+            },
+        }))
+        .expect("controller")
+    }
+
+    #[test]
+    fn rolling_needs_a_namespaced_parent() {
+        assert!(matches!(rolling_rule(&cc(&["InPlace"]), false), Ok(None)));
+        let (field, method) = rolling_rule(&cc(&["OnDelete", "RollingInPlace"]), true)
+            .expect("fine")
+            .expect("rolls");
+        assert_eq!(field, "spec.childResources[1].updateStrategy.method");
+        assert_eq!(method, ChildUpdateMethod::RollingInPlace);
+        let refused = rolling_rule(&cc(&["RollingRecreate"]), false).expect_err("refused");
+        assert_eq!(
+            refused.to_string(),
+            "spec.childResources[0].updateStrategy.method: RollingRecreate keeps ControllerRevisions in the parent's namespace, but things parents are cluster-scoped"
+        );
+        assert!(refused.is_permanent());
+    }
 }

@@ -78,6 +78,8 @@ pub enum RevisionError {
         "ControllerRevision {name} exists but is not this parent's (not owned by it, or its labels do not match the parent's selector)"
     )]
     Taken { name: String },
+    #[error("ControllerRevision {name}: parentPatch does not make a valid parent: {reason}")]
+    BadPatch { name: String, reason: String },
     #[error(
         "no labels for a ControllerRevision match spec.selector (Metacontroller labels revisions with spec.template.metadata.labels; give them the selector's matchLabels, or set generateSelector)"
     )]
@@ -249,12 +251,9 @@ impl Controller {
             }
             let materialised = apply_patch(&parent_json, &patch, &rolling.field_paths);
             let as_parent: DynamicObject =
-                serde_json::from_value(materialised).map_err(|e| SyncError::Selector {
-                    parent: key.to_string(),
-                    message: format!(
-                        "ControllerRevision {}: parentPatch does not make a valid parent: {e}",
-                        revision.name_any()
-                    ),
+                serde_json::from_value(materialised).map_err(|e| RevisionError::BadPatch {
+                    name: revision.name_any(),
+                    reason: e.to_string(),
                 })?;
             older.push((revision.clone(), as_parent));
         }
