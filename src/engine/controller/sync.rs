@@ -4,15 +4,20 @@
 use std::time::Duration;
 
 use kube::ResourceExt;
+use kube::api::DynamicObject;
 use serde_json::Value;
 
+use super::exchange::HookOutcome;
+use super::observe::Observed;
 use super::parent::Written;
 use super::plan::{self, Inputs};
 use super::{Controller, Kind, ParentKey, exchange};
 use crate::engine::children::{ChildError, owner_reference};
+use crate::engine::hooks::BuiltHook;
 use crate::engine::informer::{ObjectKey, controller_uid};
 use crate::hooks::HookError;
-use crate::hooks::protocol::{ChildRules, ResponseError, validate_children};
+use crate::hooks::protocol::{ChildRules, DesiredChild, ResponseError, validate_children};
+use crate::selector::Selector;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -144,18 +149,12 @@ impl Controller {
     pub(super) async fn exchange(
         &self,
         key: &ParentKey,
-        parent: &kube::api::DynamicObject,
-        observed: &super::observe::Observed,
-        hook: &crate::engine::hooks::BuiltHook,
+        parent: &DynamicObject,
+        observed: &Observed,
+        hook: &BuiltHook,
         finalizing: bool,
-        selector: Option<&crate::selector::Selector>,
-    ) -> Result<
-        (
-            Vec<crate::hooks::protocol::DesiredChild>,
-            exchange::HookOutcome,
-        ),
-        SyncError,
-    > {
+        selector: Option<&Selector>,
+    ) -> Result<(Vec<DesiredChild>, HookOutcome), SyncError> {
         let parent_type = &self.parents[key.type_index];
         let parent_json = serde_json::to_value(parent).unwrap_or(Value::Null);
         let related = match &self.related {
@@ -200,7 +199,7 @@ impl Controller {
     async fn execute(
         &self,
         key: &ParentKey,
-        mut parent: kube::api::DynamicObject,
+        mut parent: DynamicObject,
         plan: plan::Plan,
     ) -> Result<Option<Duration>, SyncError> {
         if let Some(patch) = &plan.metadata {
