@@ -968,22 +968,25 @@ async fn controllers_share_one_watch_per_resource_type() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsupported_fields_stop_the_controller_naming_the_field() {
-    let h = Harness::new("rolling").await;
+    let h = Harness::new("preupdate").await;
     let name = h
         .controller(
-            "rolling",
+            "preupdate",
             json!({
                 "generateSelector": true,
                 "childResources": [{"apiVersion": "v1", "resource": "configmaps", "updateStrategy": {"method": "RollingRecreate"}}],
-                "hooks": {"sync": {"jsonnet": {"source": CONFIGMAP_HOOK}}},
+                "hooks": {
+                    "sync": {"jsonnet": {"source": CONFIGMAP_HOOK}},
+                    "preUpdateChild": {"webhook": {"url": "http://127.0.0.1:1/pre"}},
+                },
             }),
         )
         .await;
     h.parent("roll", json!({"name": "rolled"})).await;
-    let note = h.warning_in("default", &name, "is not supported yet").await;
+    let note = h.warning_in("default", &name, "is not supported").await;
     assert_eq!(
         note,
-        "Cannot start controller: spec.childResources[0].updateStrategy.method: update method RollingRecreate is not supported yet (use OnDelete, Recreate or InPlace)"
+        "Cannot start controller: spec.hooks.preUpdateChild: the preUpdateChild hook is not supported (Metacontroller never calls it either; remove it)"
     );
     // Not started, so nothing syncs the parent.
     let cms: Api<ConfigMap> = h.api();

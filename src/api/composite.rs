@@ -163,6 +163,17 @@ impl ChildUpdateMethod {
     pub fn is_rolling(self) -> bool {
         matches!(self, Self::RollingRecreate | Self::RollingInPlace)
     }
+
+    /// How one child is written once a rolling update has moved it to the latest revision:
+    /// RollingRecreate as Recreate, RollingInPlace as InPlace (the "rolling" part is which
+    /// revision's desired state a child gets, not how it is written).
+    pub fn immediate(self) -> Self {
+        match self {
+            Self::RollingRecreate => Self::Recreate,
+            Self::RollingInPlace => Self::InPlace,
+            other => other,
+        }
+    }
 }
 
 /// Status checks for rolling updates.

@@ -323,6 +323,7 @@ impl ChildWriter {
         if observed.is_some_and(|obs| obs.metadata.deletion_timestamp.is_some()) {
             return Ok(Outcome::Unchanged);
         }
+        let method = method.immediate();
         let target = Target {
             api: api_for(&self.client, ty, child.namespace.as_deref()),
             ty,
@@ -349,11 +350,7 @@ impl ChildWriter {
         child: &DesiredChild,
         owner: &OwnerReference,
     ) -> Result<Outcome, ChildError> {
-        let mut desired = child.object.clone();
-        if let Some(meta) = desired.get_mut("metadata").and_then(Value::as_object_mut) {
-            meta.insert("ownerReferences".into(), json!([owner]));
-        }
-        let desired = apply::sanitize_for_ssa(&desired);
+        let desired = ssa_body(child, owner);
         let hash = apply::content_hash(&desired);
         if let Some(obs) = observed {
             // Cheapest checks first: serialising the observed child is the costly one.
@@ -460,15 +457,7 @@ impl ChildWriter {
             return Ok(Outcome::Unchanged);
         }
         let obs_json = target.json(obs)?;
-        // After server-side apply there is no annotation: the fields our apply owned stand in.
-        let unrecorded = ssa_field_manager_entry(&obs_json)
-            .map(|fields| managed_fields::project(fields, &obs_json))
-            .unwrap_or_else(|| json!({}));
-        let mut merged =
-            apply::apply_update_or(&obs_json, desired, &unrecorded).map_err(target.apply_err())?;
-        // An annotation written by an older kubelambda recorded the owner reference, so the
-        // merge would remove it: it always stays.
-        keep_owner(&mut merged, owner);
+        let merged = dynamic_merge(&obs_json, desired, owner).map_err(target.apply_err())?;
         if merged == obs_json {
             self.remember(obs, hash);
             return Ok(Outcome::Unchanged);
@@ -498,6 +487,38 @@ impl ChildWriter {
         }
     }
 
+    /// Whether writing `child` over `observed` would change nothing, decided as the write itself
+    /// decides it (without a request): what a rolling update asks of a child before it counts as
+    /// on the latest revision.
+    pub fn up_to_date(
+        &self,
+        observed: &DynamicObject,
+        child: &DesiredChild,
+        owner: &OwnerReference,
+    ) -> bool {
+        let Ok(obs_json) = serde_json::to_value(observed) else {
+            return false;
+        };
+        match &self.strategy {
+            ApplyStrategy::ServerSide { field_manager } => {
+                let desired = ssa_body(child, owner);
+                self.applied_already(observed, apply::content_hash(&desired))
+                    || (managed_fields::migrated_entries(
+                        &obs_json,
+                        field_manager,
+                        &previous_managers(field_manager),
+                    )
+                    .is_none()
+                        && ssa_up_to_date(&obs_json, &desired, field_manager))
+            }
+            ApplyStrategy::Dynamic => {
+                self.applied_already(observed, apply::content_hash(&child.object))
+                    || dynamic_merge(&obs_json, &child.object, owner)
+                        .is_ok_and(|merged| merged == obs_json)
+            }
+        }
+    }
+
     /// `Recreate`: deletes the child only when the write the dry run simulated would change it.
     /// A desired object that the API server normalises (a quantity `0.5` stored as `500m`)
     /// differs from the observed one as text but not once written; deleting it would loop.
@@ -517,6 +538,32 @@ impl ChildWriter {
         tracing::info!(kind = %target.ty.ar.kind, child = %target.name, "deleting child to re-create it with the new desired state (update strategy Recreate)");
         self.delete(target.ty, obs).await
     }
+}
+
+/// The body server-side apply sends for `child`: sanitised, with our owner reference.
+fn ssa_body(child: &DesiredChild, owner: &OwnerReference) -> Value {
+    let mut desired = child.object.clone();
+    if let Some(meta) = desired.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("ownerReferences".into(), json!([owner]));
+    }
+    apply::sanitize_for_ssa(&desired)
+}
+
+/// What dynamic apply would write over `observed`: Metacontroller's three-way merge.
+fn dynamic_merge(
+    observed: &Value,
+    desired: &Value,
+    owner: &OwnerReference,
+) -> Result<Value, apply::ApplyError> {
+    // After server-side apply there is no annotation: the fields our apply owned stand in.
+    let unrecorded = ssa_field_manager_entry(observed)
+        .map(|fields| managed_fields::project(fields, observed))
+        .unwrap_or_else(|| json!({}));
+    let mut merged = apply::apply_update_or(observed, desired, &unrecorded)?;
+    // An annotation written by an older kubelambda recorded the owner reference, so the merge
+    // would remove it: it always stays.
+    keep_owner(&mut merged, owner);
+    Ok(merged)
 }
 
 /// The field manager of dynamic-apply writes (creates and updates).

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use kube::{Resource, ResourceExt};
 use serde_json::Value;
 
+use super::revisions::RollingConfig;
 use super::{ChildKind, Controller, Hooks, Kind, ParentType, Running};
 use crate::api::{
     AnnotationSelector, ChildUpdateMethod, CompositeController, DecoratorController,
@@ -110,6 +111,7 @@ type ChildRule<'a> = (String, &'a str, &'a str, ChildUpdateMethod);
 /// The parts both kinds are built from.
 struct Parts<'a> {
     name: String,
+    rolling: Option<RollingConfig>,
     kind: Kind,
     reference: k8s_openapi::api::core::v1::ObjectReference,
     controller_json: Value,
@@ -179,6 +181,7 @@ pub async fn start_composite(
         .as_ref()
         .map(|s| selector_at("spec.parentResource.labelSelector", s))
         .transpose()?;
+    let namespaced = ty.namespaced;
     let parents = vec![ParentType {
         informer: shared.informers.informer(&ty.ar),
         ty,
@@ -186,9 +189,11 @@ pub async fn start_composite(
         annotations: None,
         ignore_status_changes: pr.ignore_status_changes.unwrap_or(false),
     }];
+    let rolling = rolling_config(cc, namespaced, shared).await?;
     let hooks = cc.spec.hooks().map_err(spec_error)?;
     let parts = Parts {
         name: cc.name_any(),
+        rolling,
         kind: Kind::Composite {
             generate_selector: cc.spec.generate_selector(),
         },
@@ -244,6 +249,7 @@ pub async fn start_decorator(
     let hooks = dc.spec.hooks().map_err(spec_error)?;
     let parts = Parts {
         name: dc.name_any(),
+        rolling: None,
         kind: Kind::Decorator,
         reference: dc.object_ref(&()),
         controller_json: serde_json::to_value(dc).unwrap_or(Value::Null),
@@ -265,6 +271,68 @@ pub async fn start_decorator(
         resync_period: dc.spec.resync_period(),
     };
     build(parts, parents, shared).await
+}
+
+/// The first child type that rolls (its method's field and the method), if any; refused for a
+/// cluster-scoped parent.
+fn rolling_rule(
+    cc: &CompositeController,
+    parent_namespaced: bool,
+) -> Result<Option<(String, ChildUpdateMethod)>, StartError> {
+    let Some(first) = cc
+        .spec
+        .child_resources
+        .iter()
+        .position(|c| c.update_method().is_rolling())
+    else {
+        return Ok(None);
+    };
+    let field = format!("spec.childResources[{first}].updateStrategy.method");
+    let method = cc.spec.child_resources[first].update_method();
+    if !parent_namespaced {
+        return Err(StartError::Spec(format!(
+            "{field}: {method:?} keeps ControllerRevisions in the parent's namespace, but {} parents are cluster-scoped",
+            cc.spec.parent_resource.resource
+        )));
+    }
+    Ok(Some((field, method)))
+}
+
+/// The rolling-update settings of a composite whose child types include a Rolling* one. Its
+/// revisions live in the parent's namespace, so the parent must have one (Metacontroller would
+/// try to create them in namespace "" and fail on every sync), and the ControllerRevision CRD
+/// must be served.
+async fn rolling_config(
+    cc: &CompositeController,
+    parent_namespaced: bool,
+    shared: &Shared,
+) -> Result<Option<RollingConfig>, StartError> {
+    let Some((field, method)) = rolling_rule(cc, parent_namespaced)? else {
+        return Ok(None);
+    };
+    resolve(
+        shared,
+        format!("{field} ({method:?} needs ControllerRevisions)"),
+        crate::api::API_VERSION,
+        "controllerrevisions",
+    )
+    .await?;
+    let checks = cc
+        .spec
+        .child_resources
+        .iter()
+        .map(|c| {
+            c.update_strategy
+                .as_ref()
+                .and_then(|s| s.status_checks.as_ref())
+                .map(|s| s.conditions.clone())
+                .unwrap_or_default()
+        })
+        .collect();
+    Ok(Some(RollingConfig::new(
+        &cc.spec.parent_resource.revision_field_paths(),
+        checks,
+    )))
 }
 
 async fn build(
@@ -338,6 +406,7 @@ async fn build(
         child_types,
         hooks: Hooks { sync, finalize },
         related,
+        rolling: parts.rolling,
         finalizer: parts.finalizer,
         resync_period: parts.resync_period,
         queue,
@@ -347,4 +416,46 @@ async fn build(
         instruments,
     });
     Ok(controller.run())
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn cc(methods: &[&str]) -> CompositeController {
+        let children: Vec<_> = methods
+            .iter()
+            .enumerate()
+            .map(|(i, m)| json!({"apiVersion": "v1", "resource": format!("r{i}"), "updateStrategy": {"method": m}}))
+            .collect();
+        serde_json::from_value(json!({
+            "apiVersion": "metacontroller.k8s.io/v1alpha1",
+            "kind": "CompositeController",
+            "metadata": {"name": "c"},
+            "spec": {
+                "parentResource": {"apiVersion": "g/v1", "resource": "things"},
+                "childResources": children,
+                "hooks": {"sync": {"webhook": {"url": "http://x"}}},
+            },
+        }))
+        .expect("controller")
+    }
+
+    #[test]
+    fn rolling_needs_a_namespaced_parent() {
+        assert!(matches!(rolling_rule(&cc(&["InPlace"]), false), Ok(None)));
+        let (field, method) = rolling_rule(&cc(&["OnDelete", "RollingInPlace"]), true)
+            .expect("fine")
+            .expect("rolls");
+        assert_eq!(field, "spec.childResources[1].updateStrategy.method");
+        assert_eq!(method, ChildUpdateMethod::RollingInPlace);
+        let refused = rolling_rule(&cc(&["RollingRecreate"]), false).expect_err("refused");
+        assert_eq!(
+            refused.to_string(),
+            "spec.childResources[0].updateStrategy.method: RollingRecreate keeps ControllerRevisions in the parent's namespace, but things parents are cluster-scoped"
+        );
+        assert!(refused.is_permanent());
+    }
 }

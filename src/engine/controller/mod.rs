@@ -6,6 +6,10 @@
 //!   ─▶ validate ─▶ plan (pure) ─▶ execute: parent metadata, children (ChildWriter::manage), status
 //! ```
 //!
+//! A composite with a rolling child type (RollingRecreate, RollingInPlace) wraps the hook call in
+//! `revisions` (ControllerRevisions claimed and written, the hook once per revision) and decides
+//! which child moves next in `rollout` (pure); the rest of the pipeline is the same.
+//!
 //! What differs between the two kinds is small and named by [`Kind`]: how children are found
 //! (a selector and adoption, or an ownerRef and an annotation), the request and response shapes,
 //! and how the parent is written (status replaced with `observedGeneration`, or labels,
@@ -16,6 +20,8 @@ pub mod exchange;
 pub mod observe;
 pub mod parent;
 pub mod plan;
+pub mod revisions;
+pub mod rollout;
 pub mod routing;
 pub mod state;
 pub mod sync;
@@ -136,6 +142,8 @@ pub struct Controller {
     child_types: Vec<ChildType>,
     hooks: Hooks,
     related: Option<Related>,
+    /// Set when a child type rolls (RollingRecreate, RollingInPlace): ControllerRevisions.
+    rolling: Option<revisions::RollingConfig>,
     finalizer: String,
     resync_period: Option<Duration>,
     queue: WorkQueue<ParentKey>,

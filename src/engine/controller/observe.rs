@@ -114,7 +114,11 @@ impl Controller {
 
     /// A live read: adopt only for a parent that still exists, is the same object, and is not
     /// being deleted.
-    async fn can_adopt(&self, key: &ParentKey, parent: &DynamicObject) -> Result<bool, SyncError> {
+    pub(super) async fn can_adopt(
+        &self,
+        key: &ParentKey,
+        parent: &DynamicObject,
+    ) -> Result<bool, SyncError> {
         let live = self
             .parent_api(key.type_index, parent.namespace().as_deref())
             .get_opt(&parent.name_any())

@@ -116,12 +116,8 @@ pub fn plan(inputs: Inputs<'_>) -> Plan {
         metadata.insert("resourceVersion".into(), json!(parent.resource_version()));
     }
 
-    let finalizer_after = has_finalizer && !removes_finalizer;
-    let gc_running = parent
-        .finalizers()
-        .iter()
-        .any(|f| GC_FINALIZERS.contains(&f.as_str()));
-    let should_finalize = inputs.has_finalize_hook && finalizer_after && !gc_running;
+    let should_finalize =
+        !removes_finalizer && should_finalize(parent, inputs.finalizer, inputs.has_finalize_hook);
     let manage = !deleting || should_finalize;
 
     let existing = inputs
@@ -141,6 +137,17 @@ pub fn plan(inputs: Inputs<'_>) -> Plan {
         resync_after: (outcome.resync_after_seconds > 0.0)
             .then(|| Duration::from_secs_f64(outcome.resync_after_seconds.min(1e9))),
     }
+}
+
+/// Metacontroller's `ShouldFinalize`: the finalize hook is on, the parent carries this
+/// controller's finalizer, and the garbage collector is not working on it (not to fight it).
+pub fn should_finalize(parent: &DynamicObject, finalizer: &str, has_finalize_hook: bool) -> bool {
+    has_finalize_hook
+        && parent.finalizers().iter().any(|f| f == finalizer)
+        && !parent
+            .finalizers()
+            .iter()
+            .any(|f| GC_FINALIZERS.contains(&f.as_str()))
 }
 
 fn children(inputs: &Inputs<'_>) -> ChildPlan {

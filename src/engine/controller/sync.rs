@@ -4,15 +4,20 @@
 use std::time::Duration;
 
 use kube::ResourceExt;
+use kube::api::DynamicObject;
 use serde_json::Value;
 
+use super::exchange::HookOutcome;
+use super::observe::Observed;
 use super::parent::Written;
 use super::plan::{self, Inputs};
 use super::{Controller, Kind, ParentKey, exchange};
 use crate::engine::children::{ChildError, owner_reference};
+use crate::engine::hooks::BuiltHook;
 use crate::engine::informer::{ObjectKey, controller_uid};
 use crate::hooks::HookError;
-use crate::hooks::protocol::{ChildRules, ResponseError, validate_children};
+use crate::hooks::protocol::{ChildRules, DesiredChild, ResponseError, validate_children};
+use crate::selector::Selector;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -35,6 +40,8 @@ pub enum SyncError {
     Related(#[from] crate::engine::related::RelatedError),
     #[error("managing children: {0}")]
     Children(String),
+    #[error("rolling update: {0}")]
+    Revision(#[from] super::revisions::RevisionError),
 }
 
 impl SyncError {
@@ -99,41 +106,23 @@ impl Controller {
             .observe(key, &parent, selector.as_ref(), deleting)
             .await?;
 
-        let parent_json = serde_json::to_value(&parent).unwrap_or(Value::Null);
-        let related = match &self.related {
-            Some(related) => {
-                related
-                    .objects(&parent, parent_type.ty.namespaced, hook.version)
+        // Rolling updates: the hook once per ControllerRevision (revisions.rs). Metacontroller
+        // skips them for a parent being deleted that this controller does not finalize.
+        let rolling = self.rolling.as_ref().filter(|_| {
+            !deleting || plan::should_finalize(&parent, &self.finalizer, finalize_hook)
+        });
+        let (desired, outcome) = match (rolling, &selector) {
+            (Some(rolling), Some(selector)) => {
+                let rolled = self
+                    .roll(key, &parent, &observed, hook, finalizing, selector, rolling)
+                    .await?;
+                (rolled.desired, rolled.outcome)
+            }
+            _ => {
+                self.exchange(key, &parent, &observed, hook, finalizing, selector.as_ref())
                     .await?
             }
-            None => Default::default(),
         };
-        let request = exchange::request(
-            &self.kind,
-            &self.controller_json,
-            &parent_json,
-            self.observed_map(key, &observed, hook.version),
-            related,
-            finalizing,
-        );
-        let answer = hook.call(&request).await?;
-        let mut outcome = exchange::decode_response(&self.kind, answer, hook.decode)?;
-
-        let uid = parent.uid().unwrap_or_default();
-        exchange::mark_children(&self.kind, &self.name, &uid, &mut outcome.children);
-        let namespace = self.child_namespace(key, &parent);
-        let desired = validate_children(
-            std::mem::take(&mut outcome.children),
-            &ChildRules {
-                parent_namespace: namespace.as_deref(),
-                types: &self.child_types,
-                selector: selector.as_ref(),
-                field: match self.kind {
-                    Kind::Composite { .. } => "children",
-                    Kind::Decorator => "attachments",
-                },
-            },
-        )?;
 
         let owner_of_existing = |type_index: usize, ns: Option<&str>, name: &str| {
             self.children[type_index]
@@ -155,12 +144,62 @@ impl Controller {
         self.execute(key, parent, plan).await
     }
 
+    /// One hook call for `parent` (the parent as it is, or as one of its ControllerRevisions
+    /// has it): related objects, request, answer, and its children marked and validated.
+    pub(super) async fn exchange(
+        &self,
+        key: &ParentKey,
+        parent: &DynamicObject,
+        observed: &Observed,
+        hook: &BuiltHook,
+        finalizing: bool,
+        selector: Option<&Selector>,
+    ) -> Result<(Vec<DesiredChild>, HookOutcome), SyncError> {
+        let parent_type = &self.parents[key.type_index];
+        let parent_json = serde_json::to_value(parent).unwrap_or(Value::Null);
+        let related = match &self.related {
+            Some(related) => {
+                related
+                    .objects(parent, parent_type.ty.namespaced, hook.version)
+                    .await?
+            }
+            None => Default::default(),
+        };
+        let request = exchange::request(
+            &self.kind,
+            &self.controller_json,
+            &parent_json,
+            self.observed_map(key, observed, hook.version),
+            related,
+            finalizing,
+        );
+        let answer = hook.call(&request).await?;
+        let mut outcome = exchange::decode_response(&self.kind, answer, hook.decode)?;
+
+        let uid = parent.uid().unwrap_or_default();
+        exchange::mark_children(&self.kind, &self.name, &uid, &mut outcome.children);
+        let namespace = self.child_namespace(key, parent);
+        let desired = validate_children(
+            std::mem::take(&mut outcome.children),
+            &ChildRules {
+                parent_namespace: namespace.as_deref(),
+                types: &self.child_types,
+                selector,
+                field: match self.kind {
+                    Kind::Composite { .. } => "children",
+                    Kind::Decorator => "attachments",
+                },
+            },
+        )?;
+        Ok((desired, outcome))
+    }
+
     /// Carries out a plan: parent metadata, then children, then status (written even when a
     /// child failed, as Metacontroller does; the child error is returned after).
     async fn execute(
         &self,
         key: &ParentKey,
-        mut parent: kube::api::DynamicObject,
+        mut parent: DynamicObject,
         plan: plan::Plan,
     ) -> Result<Option<Duration>, SyncError> {
         if let Some(patch) = &plan.metadata {
