@@ -303,36 +303,16 @@ async fn kube_config(path: Option<&Path>) -> Result<kube::Config, String> {
     }
 }
 
-/// Serves `/metrics` (API request counts) on `addr`, unless it is "0".
+/// Serves `/metrics` (the API, engine and Metacontroller-named metrics) on `addr`, unless it is
+/// "0".
 async fn serve_metrics(
     addr: &str,
     metrics: crate::telemetry::api_metrics::ApiMetrics,
 ) -> Result<(), String> {
-    if addr == "0" {
-        return Ok(());
-    }
-    let addr = httpd::parse_listen_addr(addr).map_err(|e| e.to_string())?;
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
-    let registry = std::sync::Arc::new(registry);
-    let app = axum::Router::new().route(
-        "/metrics",
-        axum::routing::get(move || {
-            let registry = registry.clone();
-            async move {
-                let mut body = String::new();
-                let _ = prometheus_client::encoding::text::encode(&mut body, &registry);
-                body
-            }
-        }),
-    );
-    let listener = tokio::net::TcpListener::bind(addr)
+    httpd::endpoints::serve_endpoint(addr, httpd::endpoints::metrics_router(registry), "metrics")
         .await
-        .map_err(|e| format!("cannot listen on {addr} for metrics: {e}"))?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(())
 }
 
 /// Serves `/healthz` and `/readyz` on `addr`, unless it is "0". With leader election, `/readyz`
@@ -341,10 +321,6 @@ async fn serve_health(
     addr: &str,
     role: Option<tokio::sync::watch::Receiver<crate::leader::Role>>,
 ) -> Result<(), String> {
-    if addr == "0" {
-        return Ok(());
-    }
-    let addr = httpd::parse_listen_addr(addr).map_err(|e| e.to_string())?;
     let readyz = move || {
         let role = role.as_ref().map(|r| *r.borrow());
         async move {
@@ -359,13 +335,7 @@ async fn serve_health(
     let app = axum::Router::new()
         .route("/healthz", axum::routing::get(|| async { "ok\n" }))
         .route("/readyz", axum::routing::get(readyz));
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .map_err(|e| format!("cannot listen on {addr} for health probes: {e}"))?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(())
+    httpd::endpoints::serve_endpoint(addr, app, "health probes").await
 }
 
 /// How `run` ended.

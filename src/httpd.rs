@@ -7,6 +7,7 @@
 //! bounded (timeouts, connection cap, shutdown) is in the `serve` and [`limits`] modules.
 
 mod conn_metrics;
+pub mod endpoints;
 pub mod limits;
 mod routes;
 mod serve;
@@ -423,19 +424,7 @@ fn metrics_page(server: &Server) -> Response {
             .inner()
             .store(stats.misses, Ordering::Relaxed);
     }
-    let mut body = String::new();
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut body, &server.metrics.registry) {
-        return text(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode metrics: {e}\n"),
-        );
-    }
-    let mut response = (StatusCode::OK, body).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
-    );
-    response
+    endpoints::metrics_response(&server.metrics.registry)
 }
 
 /// Serves until `shutdown` resolves, then lets the requests in flight finish for

@@ -935,3 +935,59 @@ fn metrics_count(metrics: &kubelambda::telemetry::api_metrics::ApiMetrics) -> St
         .collect::<Vec<_>>()
         .join("\n")
 }
+
+/// `run`'s metrics and health endpoints are served with httpd's connection limits: connections
+/// past the cap get 503 instead of piling up, and serving resumes once they go.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_endpoints_have_a_connection_cap() {
+    let env = TestEnv::shared();
+    let (metrics, health) = (free_address(), free_address());
+    let args: Vec<String> = [
+        "run",
+        "--kubeconfig",
+        &env.kubeconfig_path().display().to_string(),
+        &format!("--metrics-address={metrics}"),
+        &format!("--health-probe-bind-address={health}"),
+        "--target-label-selector=kubelambda-test=endpoint-limits",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut process = Process::start(&args);
+    process.wait_healthy(&health).await;
+    let page = reqwest::get(format!("http://{metrics}/metrics"))
+        .await
+        .expect("scrape")
+        .text()
+        .await
+        .expect("body");
+    // (Families without samples print nothing; tests/metrics.rs checks the engine's after a
+    // workload.)
+    assert!(page.contains("kubelambda_api_requests_total"), "{page}");
+
+    // Sixteen connections that send nothing hold every slot.
+    let idle: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| std::net::TcpStream::connect(&metrics).expect("connect"))
+        .collect();
+    let mut extra = std::net::TcpStream::connect(&metrics).expect("connect");
+    extra
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    use std::io::{Read, Write};
+    let _ = extra.write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n");
+    let mut answer = String::new();
+    let _ = extra.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    drop(idle);
+    let deadline = Instant::now() + default_timeout();
+    loop {
+        if let Ok(r) = reqwest::get(format!("http://{metrics}/metrics")).await
+            && r.status().is_success()
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "metrics did not come back");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let _ = process.child.kill();
+}
