@@ -128,6 +128,15 @@ pub struct ControllerRenderArgs {
     pub diff: bool,
 }
 
+/// `--apply-strategy`, with Metacontroller's value names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ApplyStrategyArg {
+    /// Server-side apply, as field manager `--field-manager`.
+    ServerSideApply,
+    /// Metacontroller's three-way merge with its last-applied annotation.
+    DynamicApply,
+}
+
 /// `kubelambda run`: kubelambda's flags and every flag of Metacontroller's binary.
 #[derive(Args, Debug)]
 pub struct RunArgs {
@@ -146,8 +155,8 @@ pub struct RunArgs {
     pub cache_flush_interval: Option<Duration>,
     /// How children are written: server-side-apply or dynamic-apply (Metacontroller's merge;
     /// Metacontroller's default).
-    #[arg(long, default_value = "server-side-apply", value_parser = ["server-side-apply", "dynamic-apply"])]
-    pub apply_strategy: String,
+    #[arg(long, value_enum, default_value_t = ApplyStrategyArg::ServerSideApply)]
+    pub apply_strategy: ApplyStrategyArg,
     /// Field manager for server-side apply (Metacontroller: --apply-strategy-ssa-field-manager,
     /// default "metacontroller").
     #[arg(
@@ -385,12 +394,11 @@ pub struct Notice {
 impl RunArgs {
     /// The settings `run` acts on. Values were checked while parsing.
     pub fn options(&self) -> RunOptions {
-        let apply = if self.apply_strategy == "dynamic-apply" {
-            ApplyStrategy::Dynamic
-        } else {
-            ApplyStrategy::ServerSide {
+        let apply = match self.apply_strategy {
+            ApplyStrategyArg::DynamicApply => ApplyStrategy::Dynamic,
+            ApplyStrategyArg::ServerSideApply => ApplyStrategy::ServerSide {
                 field_manager: self.field_manager.clone(),
-            }
+            },
         };
         RunOptions {
             kubeconfig: self
