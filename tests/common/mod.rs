@@ -14,6 +14,8 @@
 
 pub mod harness;
 pub use harness::*;
+pub mod workloads;
+pub use workloads::*;
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -157,6 +159,31 @@ impl TestEnv {
                 .arg(&self.dir)
                 .stdin(Stdio::null())
                 .status();
+        }
+    }
+
+    /// Restarts one component (`testenv restart DIR COMPONENT`: `etcd`, `apiserver`,
+    /// `controller-manager`, `scheduler` or `kwok`), keeping its data, ports, certificates and
+    /// tokens, and waits until it serves again (the API server: until it accepts writes).
+    pub fn restart(&self, component: &str) -> Result<(), String> {
+        let script = testenv_script();
+        let out = Command::new(&script)
+            .arg("restart")
+            .arg(&self.dir)
+            .arg(component)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{} restart {} {component}` failed ({}):\n{}",
+                script.display(),
+                self.dir.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
         }
     }
 
