@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests that run against a real control plane: etcd,
-//! kube-apiserver and kube-controller-manager (namespace, garbagecollector, serviceaccount
-//! controllers), started on loopback by `tests/testenv/testenv`.
+//! kube-apiserver, kube-controller-manager (its default controllers), kube-scheduler and KWOK
+//! (fake Nodes where Pods become Running and Ready), started on loopback by
+//! `tests/testenv/testenv` (`TESTENV_MODE=minimal`: the first three, with the namespace,
+//! garbagecollector and serviceaccount controllers only).
 //!
 //! Use it from a test file with `mod common;` and `use common::*;`. One environment per test
 //! binary: [`TestEnv::shared`] brings it up on first use (building the binaries first if the cache
