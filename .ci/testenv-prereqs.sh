@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Prepares a fresh Debian/Ubuntu machine (with only the Go and Rust toolchains) for the integration
 # tests: installs the few tools tests/testenv/testenv uses, only when missing, then builds (or reuses
-# from the cache) kube-apiserver, kube-controller-manager and etcd.
+# from the cache) etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (Go >= 1.26).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -13,6 +13,7 @@ declare -A NEED=(
     [setsid]=util-linux    # detach the control-plane processes
     [flock]=util-linux     # serialize concurrent builds of the cache
     [base64]=coreutils
+    [stat]=coreutils       # where each component's latest start begins in its log
     [awk]=mawk
 )
 missing=()

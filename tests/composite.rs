@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::*;
-use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event as K8sEvent;
 use kube::ResourceExt;
@@ -120,87 +119,6 @@ async fn inline_jsonnet_creates_updates_recreates_and_deletes_children() {
         .await
         .expect("delete parent");
     wait_deleted(&cms, "two").await;
-}
-
-/// Loads one of the example's CompositeControllers, scoped to this test's parents.
-fn example_controller(h: &Harness, file: &str) -> Value {
-    let mut cc: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(root().join("examples/useless-controller").join(file))
-            .expect("yaml"),
-    )
-    .expect("cc yaml");
-    cc["metadata"]["name"] = json!(format!("useless-{}", h.label));
-    cc["metadata"]["labels"] = json!({"kubelambda-test": h.label});
-    cc["spec"]["parentResource"]["labelSelector"] =
-        json!({"matchLabels": {"kubelambda-test": h.label}});
-    cc
-}
-
-/// Creates the example UselessPod and waits for its Deployment and status.
-async fn useless_example_converges(h: &Harness) {
-    let ar = ApiResource {
-        group: "example.com".into(),
-        version: "v1".into(),
-        api_version: "example.com/v1".into(),
-        kind: "UselessPod".into(),
-        plural: "uselesspods".into(),
-    };
-    let pods: Api<DynamicObject> = Api::namespaced_with(h.client.clone(), &h.ns, &ar);
-    let mut parent: Value = serde_yaml::from_str(
-        &std::fs::read_to_string(root().join("examples/useless-controller/uselesspod.yaml"))
-            .expect("yaml"),
-    )
-    .expect("parent yaml");
-    parent["metadata"]["labels"] = json!({"kubelambda-test": h.label});
-    let parent: DynamicObject = serde_json::from_value(parent).expect("parent");
-    let parent = pods
-        .create(&PostParams::default(), &parent)
-        .await
-        .expect("create UselessPod");
-    let deployments: Api<Deployment> = h.api();
-    let dep = wait_until("Deployment useless-alpha", || {
-        let d = deployments.clone();
-        async move { d.get_opt("useless-alpha").await.ok().flatten() }
-    })
-    .await;
-    assert_eq!(owner_uid(&dep), parent.uid());
-    wait_until("UselessPod status.ready", || {
-        let pods = pods.clone();
-        async move {
-            let p = pods.get("demo").await.ok()?;
-            (p.data.pointer("/status/ready") == Some(&json!(true))
-                && p.data.pointer("/status/observedGeneration") == Some(&json!(1)))
-            .then_some(())
-        }
-    })
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn example_webhook_mode_served_by_kubelambda_httpd() {
-    let h = Harness::new("webhook").await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
-    let mut httpd = std::process::Command::new(BIN)
-        .current_dir(root().join("examples/useless-controller"))
-        .args(["httpd", "-l", &format!("127.0.0.1:{port}"), "sync.jsonnet"])
-        .spawn()
-        .expect("start httpd");
-    let mut cc = example_controller(&h, "controller-webhook.yaml");
-    cc["spec"]["hooks"]["sync"]["webhook"]["url"] = json!(format!("http://127.0.0.1:{port}/sync"));
-    create_cc(&h.client, cc).await;
-    useless_example_converges(&h).await;
-    let _ = httpd.kill();
-    let _ = httpd.wait();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn example_inline_mode() {
-    let h = Harness::new("inline").await;
-    create_cc(&h.client, example_controller(&h, "controller-inline.yaml")).await;
-    useless_example_converges(&h).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

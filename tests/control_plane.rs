@@ -1,5 +1,6 @@
 //! The test control plane itself (tests/testenv/testenv, tests/common): a real kube-apiserver,
-//! etcd and kube-controller-manager, checked through the behaviours the engine tests rely on.
+//! etcd, kube-controller-manager, kube-scheduler and KWOK, checked through the behaviours the
+//! engine tests rely on, and `testenv restart` of each component.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use common::*;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, ServiceAccount};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, Patch, PatchParams, PostParams};
@@ -378,4 +380,120 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         out.push(p);
     }
     out
+}
+
+/// The pid `testenv` recorded for a component of the environment in `dir`.
+fn component_pid(dir: &Path, process: &str) -> String {
+    let file = dir.join(format!("{process}.pid"));
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_each_component_keeps_data_certificates_and_tokens() {
+    // A private environment: restarting the shared one would disturb the other tests.
+    let dir = tempfile::Builder::new()
+        .prefix("kubelambda-testenv-restart-")
+        .tempdir()
+        .expect("tempdir");
+    let env = TestEnv::start(dir.path()).expect("a private control plane starts");
+    let kubeconfig = std::fs::read_to_string(env.kubeconfig_path()).expect("kubeconfig");
+    let ca = std::fs::read(env.dir().join("pki/ca.crt")).expect("CA certificate");
+
+    let client = env.client().await;
+    let ns = create_namespace(&client, "restart").await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), &ns);
+    let cm = ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("kept".into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([("k".to_string(), "v".to_string())])),
+        ..Default::default()
+    };
+    cms.create(&PostParams::default(), &cm)
+        .await
+        .expect("create ConfigMap");
+
+    for (component, process) in [
+        ("etcd", "etcd"),
+        ("apiserver", "kube-apiserver"),
+        ("controller-manager", "kube-controller-manager"),
+        ("scheduler", "kube-scheduler"),
+        ("kwok", "kwok"),
+    ] {
+        let before = component_pid(env.dir(), process);
+        env.restart(component)
+            .unwrap_or_else(|e| panic!("restart {component}: {e}"));
+        assert_ne!(
+            component_pid(env.dir(), process),
+            before,
+            "{component} is a new process"
+        );
+        // Same kubeconfig (server address, token) and CA: a new client from it still works.
+        assert_eq!(
+            std::fs::read_to_string(env.kubeconfig_path()).expect("kubeconfig"),
+            kubeconfig,
+            "kubeconfig after restarting {component}"
+        );
+        assert_eq!(
+            std::fs::read(env.dir().join("pki/ca.crt")).expect("CA"),
+            ca,
+            "CA after restarting {component}"
+        );
+        let cms: Api<ConfigMap> = Api::namespaced(env.client().await, &ns);
+        let kept = wait_until_ok(
+            &format!("the ConfigMap to be readable after restarting {component}"),
+            || async { cms.get("kept").await },
+        )
+        .await;
+        assert_eq!(kept.data, cm.data, "data after restarting {component}");
+    }
+
+    // Every restarted component does its job: a Deployment needs the controller manager, the
+    // scheduler and KWOK.
+    let client = env.client().await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), &ns);
+    let d: Deployment = serde_json::from_value(json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "after-restarts"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "after-restarts"}},
+            "template": {
+                "metadata": {"labels": {"app": "after-restarts"}},
+                "spec": {"containers": [{"name": "pause", "image": "registry.k8s.io/pause:3.10"}]},
+            },
+        },
+    }))
+    .expect("Deployment");
+    deployments
+        .create(&PostParams::default(), &d)
+        .await
+        .expect("create Deployment");
+    wait_until_ok("the Deployment to roll out after the restarts", || async {
+        let d = deployments
+            .get("after-restarts")
+            .await
+            .map_err(|e| format!("get: {e}"))?;
+        deployment_rolled_out(&d)
+    })
+    .await;
+
+    let out = Command::new(testenv_script())
+        .args(["restart"])
+        .arg(env.dir())
+        .arg("kubelet")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run testenv restart");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("unknown component 'kubelet'"),
+        "names the bad component: {stderr}"
+    );
+    env.stop();
 }

@@ -1,6 +1,8 @@
 //! Shared helpers for integration tests that run against a real control plane: etcd,
-//! kube-apiserver and kube-controller-manager (namespace, garbagecollector, serviceaccount
-//! controllers), started on loopback by `tests/testenv/testenv`.
+//! kube-apiserver, kube-controller-manager (its default controllers), kube-scheduler and KWOK
+//! (fake Nodes where Pods become Running and Ready), started on loopback by
+//! `tests/testenv/testenv` (`TESTENV_MODE=minimal`: the first three, with the namespace,
+//! garbagecollector and serviceaccount controllers only).
 //!
 //! Use it from a test file with `mod common;` and `use common::*;`. One environment per test
 //! binary: [`TestEnv::shared`] brings it up on first use (building the binaries first if the cache
@@ -16,6 +18,8 @@ pub mod harness;
 pub mod hook_server;
 pub use harness::*;
 pub use hook_server::HookServer;
+pub mod workloads;
+pub use workloads::*;
 
 use std::fmt::Debug;
 use std::future::Future;
@@ -159,6 +163,31 @@ impl TestEnv {
                 .arg(&self.dir)
                 .stdin(Stdio::null())
                 .status();
+        }
+    }
+
+    /// Restarts one component (`testenv restart DIR COMPONENT`: `etcd`, `apiserver`,
+    /// `controller-manager`, `scheduler` or `kwok`), keeping its data, ports, certificates and
+    /// tokens, and waits until it serves again (the API server: until it accepts writes).
+    pub fn restart(&self, component: &str) -> Result<(), String> {
+        let script = testenv_script();
+        let out = Command::new(&script)
+            .arg("restart")
+            .arg(&self.dir)
+            .arg(component)
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(format!(
+                "`{} restart {} {component}` failed ({}):\n{}",
+                script.display(),
+                self.dir.display(),
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ))
         }
     }
 
