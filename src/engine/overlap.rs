@@ -3,7 +3,7 @@
 //! here the conflict is detected when a controller starts and reported on both.
 
 use crate::api::{CompositeControllerSpec, parse_api_version_at};
-use crate::selector::{LabelSelector, Selector};
+use crate::selector::Selector;
 
 /// Whether some parent object could be claimed by both controllers: the same parent resource
 /// (group and resource; the version does not matter) and parent label selectors that do not rule
@@ -28,10 +28,7 @@ fn selector(spec: &CompositeControllerSpec) -> Option<Selector> {
     let Some(raw) = &spec.parent_resource.label_selector else {
         return Some(Selector::default());
     };
-    let sel: LabelSelector = serde_json::to_value(raw)
-        .ok()
-        .and_then(|v| serde_json::from_value(v).ok())?;
-    Selector::from_label_selector(&sel).ok()
+    Selector::from_label_selector(raw).ok()
 }
 
 #[cfg(test)]

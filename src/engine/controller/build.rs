@@ -21,7 +21,7 @@ use crate::engine::informer::ObjectKey;
 use crate::engine::queue::{Backoff, WorkQueue};
 use crate::engine::related::Related;
 use crate::hooks::protocol::ChildType;
-use crate::selector::{LabelSelector, Requirement, Selector};
+use crate::selector::{LabelSelector, Selector};
 use crate::telemetry::engine_metrics::ControllerLabels;
 
 #[derive(Debug, thiserror::Error)]
@@ -73,15 +73,9 @@ fn spec_error(e: impl ToString) -> StartError {
     StartError::Spec(e.to_string())
 }
 
-/// A selector from the API's label selector type, its errors naming `field`.
-pub(crate) fn selector_at<T: serde::Serialize>(
-    field: &str,
-    sel: &T,
-) -> Result<Selector, StartError> {
-    let json = serde_json::to_value(sel).map_err(spec_error)?;
-    let sel: LabelSelector =
-        serde_json::from_value(json).map_err(|e| StartError::Spec(format!("{field}: {e}")))?;
-    Selector::from_label_selector(&sel).map_err(|e| StartError::Spec(format!("{field}: {e}")))
+/// A selector from a spec's label selector, its errors naming `field`.
+pub(crate) fn selector_at(field: &str, sel: &LabelSelector) -> Result<Selector, StartError> {
+    Selector::from_label_selector(sel).map_err(|e| StartError::Spec(format!("{field}: {e}")))
 }
 
 /// An annotation selector is a label selector over annotations.
@@ -91,18 +85,9 @@ pub(crate) fn annotation_selector(
 ) -> Result<Selector, StartError> {
     let as_labels = LabelSelector {
         match_labels: Some(sel.match_annotations.clone()),
-        match_expressions: Some(
-            sel.match_expressions
-                .iter()
-                .map(|r| Requirement {
-                    key: r.key.clone(),
-                    operator: r.operator.clone(),
-                    values: r.values.clone(),
-                })
-                .collect(),
-        ),
+        match_expressions: Some(sel.match_expressions.clone()),
     };
-    Selector::from_label_selector(&as_labels).map_err(|e| StartError::Spec(format!("{field}: {e}")))
+    selector_at(field, &as_labels)
 }
 
 /// (field, apiVersion, resource, method) of a child type.
