@@ -1,8 +1,8 @@
 //! `examples/service-per-pod` on the real control plane, in both modes: the hooks evaluated
 //! inside kubelambda (read from a ConfigMap made of the example's files), and served by
-//! `kubelambda httpd` as webhooks. What Metacontroller's example test checks (a Service per
-//! StatefulSet Pod, a pod-name label), and the edges: scaling down, opting out (finalize), and
-//! deleting the StatefulSet.
+//! `kubelambda httpd` as webhooks, with a StatefulSet whose Pods really run (KWOK). What
+//! Metacontroller's example test checks (a Service per StatefulSet Pod, a pod-name label), and
+//! the edges: scaling down, opting out (finalize), and deleting the StatefulSet.
 
 mod common;
 
@@ -102,6 +102,8 @@ async fn scenario(h: &Harness) {
     let sts_api: Api<StatefulSet> = h.api();
     let mut sts: Value = yaml_docs("statefulset.yaml").remove(0);
     sts["metadata"]["labels"] = json!({"kubelambda-test": h.label});
+    // The test's decorators select only this test's objects, Pods included.
+    sts["spec"]["template"]["metadata"]["labels"]["kubelambda-test"] = json!(h.label);
     let sts: StatefulSet = serde_json::from_value(sts).expect("statefulset");
     let sts = sts_api
         .create(&PostParams::default(), &sts)
@@ -128,18 +130,9 @@ async fn scenario(h: &Harness) {
         assert_eq!(owner_uid(svc), sts.uid());
     }
 
-    // The pod-name-label decorator labels a Pod that asks for it (the test cluster runs no
-    // StatefulSet controller, so the test makes the Pod).
+    // The pod-name-label decorator labels the StatefulSet's Pods (their template asks for it),
+    // made by the StatefulSet controller and run by KWOK's fake Nodes.
     let pods: Api<Pod> = h.api();
-    let pod: Pod = serde_json::from_value(json!({
-        "metadata": {"name": "nginx-0", "labels": {"kubelambda-test": h.label, "app": "nginx"},
-                     "annotations": {"pod-name-label": "pod-name"}},
-        "spec": {"containers": [{"name": "nginx", "image": "nginx"}]},
-    }))
-    .expect("pod");
-    pods.create(&PostParams::default(), &pod)
-        .await
-        .expect("create pod");
     wait_until("the pod-name label", || async {
         let pod = pods.get("nginx-0").await.ok()?;
         (pod.labels().get("pod-name").map(String::as_str) == Some("nginx-0")).then_some(())
