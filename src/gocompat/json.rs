@@ -17,8 +17,8 @@
 use std::io;
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq};
-use serde_json::Value;
 use serde_json::ser::{CompactFormatter, Formatter, PrettyFormatter, Serializer};
+use serde_json::{Number, Value};
 
 use super::float::format_float_go_json;
 
@@ -53,6 +53,28 @@ fn write_go<F: Formatter>(value: &Value, formatter: GoFormatter<F>) -> String {
     let _ = SortedKeys(value).serialize(&mut serializer);
     // The serializer writes UTF-8 only (strings are copied from `&str` or escaped as ASCII).
     String::from_utf8(out).unwrap_or_default()
+}
+
+/// `value` as a Go program hands it on: decoded into `interface{}` (every number a `float64`) and
+/// written with `encoding/json`, then read back. Each float becomes the number its Go text reads
+/// as, so integral values are integers again (`3`, not `3.0`) and the rest stay floats.
+///
+/// YAML decoded like sigs.k8s.io/yaml ([`crate::yaml::parse_stream`]) holds only floats; a hook
+/// response built from it must carry the integers a Go webhook would have sent.
+pub fn reread_go_numbers(value: Value) -> Value {
+    match value {
+        Value::Number(n) if n.is_f64() => {
+            let text = format_float_go_json(n.as_f64().unwrap_or(0.0));
+            serde_json::from_str::<Number>(&text).map_or(Value::Number(n), Value::Number)
+        }
+        Value::Array(items) => Value::Array(items.into_iter().map(reread_go_numbers).collect()),
+        Value::Object(map) => Value::Object(
+            map.into_iter()
+                .map(|(key, item)| (key, reread_go_numbers(item)))
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// Serializes a [`Value`] with object keys in bytewise order, which is `str`'s `Ord` and Go's
@@ -240,5 +262,17 @@ mod tests {
             to_json_indent_go(&json!([u64::MAX, i64::MIN, 3.0]), 0),
             "[\n18446744073709551615,\n-9223372036854775808,\n3\n]\n"
         );
+    }
+
+    #[test]
+    fn numbers_read_back_as_go_writes_them() {
+        let value = json!({"a": [3.0, -0.0, 1.5, 1e20, 1e21, 7], "b": {"c": 2.0}, "d": "3.0"});
+        let reread = reread_go_numbers(value);
+        assert_eq!(
+            serde_json::to_string(&reread).unwrap_or_default(),
+            r#"{"a":[3,-0.0,1.5,1e+20,1e+21,7],"b":{"c":2},"d":"3.0"}"#
+        );
+        assert!(reread["a"][0].is_i64());
+        assert!(reread["a"][3].is_f64(), "beyond u64 stays a float");
     }
 }

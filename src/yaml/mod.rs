@@ -141,6 +141,26 @@ pub enum YamlError {
     NonFiniteNumber { at: Location, value: String },
 }
 
+impl YamlError {
+    /// Where the error is, to show the offending line.
+    pub fn location(&self) -> Location {
+        match self {
+            YamlError::InvalidSeparator { at, .. }
+            | YamlError::Syntax { at, .. }
+            | YamlError::AliasBudgetExceeded { at, .. }
+            | YamlError::AliasByteBudgetExceeded { at, .. }
+            | YamlError::TooDeep { at, .. }
+            | YamlError::RecursiveAlias { at }
+            | YamlError::UnknownAnchor { at }
+            | YamlError::InvalidKey { at, .. }
+            | YamlError::InvalidMerge { at }
+            | YamlError::TagMismatch { at, .. }
+            | YamlError::InvalidBinary { at }
+            | YamlError::NonFiniteNumber { at, .. } => *at,
+        }
+    }
+}
+
 /// kubecfg's `parseYaml`: every document of a YAML stream, as JSON values.
 ///
 /// Documents are cut exactly like `k8s.io/apimachinery/pkg/util/yaml.YAMLReader`: on lines that
