@@ -17,6 +17,9 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 use kube::CustomResourceExt;
 use schemars::{Schema, SchemaGenerator, json_schema};
 
+/// Go durations are parsed in [`crate::gocompat::duration`]; re-exported here because the API's
+/// duration fields and the command line's duration flags use them.
+pub use crate::gocompat::duration::{DurationError, parse_go_duration};
 pub use composite::{
     ChildUpdateMethod, ChildUpdateStatusChecks, CompositeController,
     CompositeControllerChildResourceRule, CompositeControllerChildUpdateStrategy,
@@ -31,10 +34,9 @@ pub use decorator::{
 };
 pub use hook::{
     Authorization, BasicAuth, CaBundle, CaBundleSource, ClientTls, ConfigMapKeyRef,
-    DEFAULT_SERVICE_PORT, DEFAULT_SERVICE_PROTOCOL, DEFAULT_WEBHOOK_TIMEOUT, DurationError,
-    EndpointConfig, Hook, HookBackend, HookSource, HookVersion, JsonnetHook, ResourceKeyRef,
-    ResponseUnmarshallMode, SecretKeyRef, SecretRef, ServiceReference, TeraHook, Webhook,
-    WebhookEtagConfig, parse_go_duration,
+    DEFAULT_SERVICE_PORT, DEFAULT_SERVICE_PROTOCOL, DEFAULT_WEBHOOK_TIMEOUT, EndpointConfig, Hook,
+    HookBackend, HookSource, HookVersion, JsonnetHook, ResourceKeyRef, ResponseUnmarshallMode,
+    SecretKeyRef, SecretRef, ServiceReference, TeraHook, Webhook, WebhookEtagConfig,
 };
 pub use revision::{ControllerRevision, ControllerRevisionChildren, ControllerRevisionFields};
 

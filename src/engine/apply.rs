@@ -20,13 +20,15 @@
 //!   before recording it, so the annotation never nests a previous copy of itself.
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt::Write as _;
 
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
-use crate::gocompat::{format_float_go_g64, format_number_go_json, write_json_string_go};
+use crate::gocompat::fmt::sprint_v;
+/// Re-exported: the annotation and revision hashes are `json.Marshal` bytes, written by the one
+/// Go-JSON writer in [`crate::gocompat::json`].
+pub use crate::gocompat::json::to_json_compact_go;
 
 /// The annotation in which dynamic apply records the configuration it applied last, so that the
 /// next merge knows which fields it owns (and may delete) and which were set by others.
@@ -262,56 +264,7 @@ fn merge_list_map(
 fn string_merge_key(value: &Value) -> String {
     match value {
         Value::String(s) => s.clone(),
-        other => {
-            let mut out = String::new();
-            write_go_v(&mut out, other);
-            out
-        }
-    }
-}
-
-/// Go's `fmt` `%v` of a decoded JSON value: `<nil>`, `true`, `80`, `1e+06`, `[a b]`,
-/// `map[a:1 b:x]` (map keys sorted, strings unquoted).
-fn write_go_v(out: &mut String, value: &Value) {
-    match value {
-        Value::Null => out.push_str("<nil>"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => {
-            // Kubernetes' JSON decoding turns integral literals into int64 (printed exactly) and
-            // everything else into float64 (printed with %g-style shortest digits).
-            if let Some(i) = n.as_i64() {
-                let _ = write!(out, "{i}");
-            } else if let Some(u) = n.as_u64() {
-                let _ = write!(out, "{u}");
-            } else {
-                out.push_str(&format_float_go_g64(n.as_f64().unwrap_or(0.0)));
-            }
-        }
-        Value::String(s) => out.push_str(s),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(' ');
-                }
-                write_go_v(out, item);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push_str("map[");
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(' ');
-                }
-                out.push_str(k);
-                out.push(':');
-                write_go_v(out, v);
-            }
-            out.push(']');
-        }
+        other => sprint_v(other),
     }
 }
 
@@ -441,54 +394,6 @@ pub fn content_hash(value: &Value) -> u64 {
     let mut first = [0u8; 8];
     first.copy_from_slice(&digest[..8]);
     u64::from_be_bytes(first)
-}
-
-/// `json.Marshal` of a decoded JSON value, byte for byte as Go writes it: keys sorted bytewise,
-/// no whitespace, HTML-safe escaping (`<` as `\u003c`, …), Go number formatting.
-///
-/// The last-applied annotation must match what Metacontroller wrote, otherwise taking over a
-/// cluster would rewrite every child once just to reformat the annotation.
-/// [`crate::gocompat::to_json_indent_go`] always breaks lines (even with indent 0), hence this
-/// compact variant built on the same string and number writers.
-pub fn to_json_compact_go(value: &Value) -> String {
-    let mut out = String::new();
-    write_compact_go(&mut out, value);
-    out
-}
-
-fn write_compact_go(out: &mut String, value: &Value) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => out.push_str(&format_number_go_json(n)),
-        Value::String(s) => write_json_string_go(out, s),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_compact_go(out, item);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            // serde_json's map is usually sorted already, but not with `preserve_order`; Go
-            // always sorts bytewise, which is `str`'s `Ord`.
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
-            out.push('{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_json_string_go(out, key);
-                out.push(':');
-                write_compact_go(out, item);
-            }
-            out.push('}');
-        }
-    }
 }
 
 /// Whether the object carries the last-applied annotation at all (even an empty one).

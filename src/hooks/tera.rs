@@ -17,6 +17,7 @@ use serde_json::Value;
 use sha2::Digest;
 
 use super::{EvalError, FileStamp, HookSource, LimitKind};
+use crate::gocompat::json::reread_go_numbers;
 
 struct LoadedTemplate {
     tera: tera::Tera,
@@ -156,20 +157,37 @@ fn load(source: &HookSource, env: &Arc<TeraEnv>) -> Result<LoadedTemplate, EvalE
 
 /// Parses the rendered text as YAML; on error, shows the rendered line so the author can find the
 /// template line that produced it.
+///
+/// The YAML dialect is the one of Jsonnet's `parseYaml` ([`crate::yaml::parse_stream`]: go-yaml
+/// v2 and sigs.k8s.io/yaml, i.e. YAML 1.1, as `kubectl` and Helm read rendered manifests), so a
+/// document means the same whichever backend produced it: `on: yes` is `{"true": true}`. Numbers
+/// come back as a Go program would send them on ([`reread_go_numbers`]: `3` stays an integer).
+/// The response is one document; `---` lines around it are allowed, a second non-empty
+/// document is an error.
 fn parse_rendered(name: &str, text: &str) -> Result<Value, EvalError> {
-    serde_yaml::from_str::<Value>(text).map_err(|e| {
+    let documents = crate::yaml::parse_stream(text).map_err(|e| {
         let mut message = format!("{name}: the rendered template is not valid YAML: {e}");
         // The parser may point one line past the end; show the last line then.
         let lines: Vec<&str> = text.lines().collect();
-        let shown = e.location().and_then(|at| {
-            let index = at.line().saturating_sub(1).min(lines.len().checked_sub(1)?);
-            Some((index + 1, lines[index]))
+        let shown = lines.len().checked_sub(1).map(|last| {
+            let index = e.location().line.saturating_sub(1).min(last);
+            (index + 1, lines[index])
         });
         if let Some((number, line)) = shown {
             message.push_str(&format!("\n    rendered line {number}: {line}"));
         }
         EvalError::Hook(message)
-    })
+    })?;
+    let mut documents = documents.into_iter().filter(|d| !d.is_null());
+    let response = documents.next().unwrap_or(Value::Null);
+    let extra = documents.count();
+    if extra > 0 {
+        return Err(EvalError::Hook(format!(
+            "{name}: the rendered template holds {} YAML documents; a hook response is one document",
+            extra + 1
+        )));
+    }
+    Ok(reread_go_numbers(response))
 }
 
 /// The response as JSON with go-jsonnet's layout (3-space indent, trailing newline), so both

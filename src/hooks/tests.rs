@@ -336,6 +336,49 @@ fn tera_hooks_render_yaml_with_the_kubernetes_filters() {
     );
 }
 
+/// Both backends read YAML in one dialect (go-yaml v2 / sigs.k8s.io/yaml, YAML 1.1): a Tera
+/// response and Jsonnet's `parseYaml` give the same value for the same text.
+#[test]
+fn tera_and_jsonnet_read_yaml_the_same_way() {
+    const YAML: &str = "on: yes\nflag: off\nquoted: \"yes\"\nversion: 1.10\nreplicas: 3\nhalf: 0.5\nmode: 0o17\nnothing: ~\n";
+    let expected = json!({
+        "true": true,
+        "flag": false,
+        "quoted": "yes",
+        "version": 1.1,
+        "replicas": 3,
+        "half": 0.5,
+        "mode": 15,
+        "nothing": null
+    });
+    let tera = eval_json(&mut evaluator(), &tera_inline("dialect", YAML), b"{}");
+    assert_eq!(tera, expected);
+    // Integers stay integers in the Tera response, as a Go webhook would send them.
+    assert!(tera["replicas"].is_i64(), "{tera}");
+    let code = format!(
+        "function(request) std.native('parseYaml')({})[0]",
+        serde_json::to_string(YAML).expect("a string serializes")
+    );
+    let jsonnet = eval_json(&mut evaluator(), &jsonnet_inline("dialect", &code), b"{}");
+    assert_eq!(jsonnet, expected);
+
+    // `---` lines around the one response document are fine; two documents are not.
+    let framed = eval_json(
+        &mut evaluator(),
+        &tera_inline("framed", "---\non: yes\n---\n"),
+        b"{}",
+    );
+    assert_eq!(framed, json!({"true": true}));
+    let err = evaluator()
+        .evaluate(&tera_inline("two", "a: 1\n---\nb: 2\n"), b"{}")
+        .expect_err("two documents")
+        .to_string();
+    assert!(
+        err.contains("two: the rendered template holds 2 YAML documents"),
+        "{err}"
+    );
+}
+
 #[test]
 fn tera_filters_indent_like_helm() {
     let source = HookSource::TeraInline {
