@@ -4,10 +4,11 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use kube::api::{ApiResource, DynamicObject, TypeMeta};
-use kube::runtime::WatchStreamExt;
+use kube::runtime::utils::Backoff;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::{broadcast, watch};
@@ -62,6 +63,73 @@ pub fn controller_uid(obj: &DynamicObject) -> Option<&str> {
         .map(|r| r.uid.as_str())
 }
 
+/// How long a watch waits before trying again after a failure: 200 ms doubling up to 2 s, back
+/// to 200 ms once the server delivers something.
+///
+/// Why not kube's default (800 ms doubling up to 30 s, client-go's reflector): after an API
+/// server restart of a few seconds, or a CRD deleted and created again, that backoff has already
+/// grown to 10–30 s, and every change waits for it (recovery took 22 s and 74 s). A watch retried
+/// every 2 s costs one request per type and 2 s, which even a struggling API server takes.
+#[derive(Debug, Clone, Default)]
+pub struct WatchBackoff {
+    failures: u32,
+}
+
+impl WatchBackoff {
+    pub const BASE: Duration = Duration::from_millis(200);
+    pub const MAX: Duration = Duration::from_secs(2);
+}
+
+impl Iterator for WatchBackoff {
+    type Item = Duration;
+
+    fn next(&mut self) -> Option<Duration> {
+        let delay = Self::BASE
+            .saturating_mul(1u32 << self.failures.min(16))
+            .min(Self::MAX);
+        self.failures = self.failures.saturating_add(1);
+        Some(delay)
+    }
+}
+
+impl Backoff for WatchBackoff {
+    fn reset(&mut self) {
+        self.failures = 0;
+    }
+}
+
+/// A watch failing again and again reports an error at least every [`WatchBackoff::MAX`] plus the
+/// time the request takes; one that reported none for this long has been re-established.
+const ESTABLISHED_AFTER_QUIET: Duration = Duration::from_secs(10);
+
+/// Whether a watch is established: listed, and not failing since.
+#[derive(Debug, Default)]
+struct WatchHealth {
+    listed: bool,
+    /// The last error, unless something was received after it.
+    failing_since: Option<(Instant, String)>,
+}
+
+impl WatchHealth {
+    fn received(&mut self) {
+        self.failing_since = None;
+    }
+
+    fn failed(&mut self, error: String) {
+        self.failing_since = Some((Instant::now(), error));
+    }
+
+    /// `None` when established, else why not.
+    fn problem(&self) -> Option<String> {
+        if let Some((at, error)) = &self.failing_since
+            && at.elapsed() < ESTABLISHED_AFTER_QUIET
+        {
+            return Some(error.clone());
+        }
+        (!self.listed).then(|| "not listed yet".to_owned())
+    }
+}
+
 #[derive(Default)]
 struct Cache {
     objects: HashMap<ObjectKey, Arc<DynamicObject>>,
@@ -95,6 +163,7 @@ impl Cache {
 /// One watch over one resource type, shared.
 pub struct Informer {
     cache: RwLock<Cache>,
+    health: Mutex<WatchHealth>,
     changes: broadcast::Sender<Change>,
     ready: watch::Receiver<bool>,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -117,6 +186,19 @@ impl Informer {
     pub async fn wait_ready(&self) {
         let mut ready = self.ready.clone();
         let _ = ready.wait_for(|r| *r).await;
+    }
+
+    /// `None` while the watch is established (listed, and not failing); else why it is not,
+    /// e.g. the last watch error.
+    pub fn watch_problem(&self) -> Option<String> {
+        self.health
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .problem()
+    }
+
+    fn health(&self) -> std::sync::MutexGuard<'_, WatchHealth> {
+        self.health.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Cache> {
@@ -241,6 +323,27 @@ impl InformerFactory {
             .unwrap_or(0)
     }
 
+    /// The watches that are not established (not listed yet, or failing), each with the reason:
+    /// empty when every watch this process needs works. For readiness (`/readyz`): a watch that
+    /// fails means changes of its type are not seen.
+    pub fn unestablished(&self) -> Vec<(String, String)> {
+        let informers: Vec<(String, Arc<Informer>)> = self
+            .informers
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(id, w)| Some((id.clone(), w.upgrade()?)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut problems: Vec<(String, String)> = informers
+            .into_iter()
+            .filter_map(|(id, informer)| Some((id, informer.watch_problem()?)))
+            .collect();
+        problems.sort();
+        problems
+    }
+
     /// The informer for `ar`, started on first use. Keep the `Arc` for as long as you need it.
     pub fn informer(&self, ar: &ApiResource) -> Arc<Informer> {
         let id = resource_id(ar);
@@ -252,6 +355,7 @@ impl InformerFactory {
         let (changes, _) = broadcast::channel(16384);
         let informer = Arc::new(Informer {
             cache: RwLock::default(),
+            health: Mutex::default(),
             changes,
             ready: ready_rx,
             task: Mutex::new(None),
@@ -291,27 +395,43 @@ async fn run_watch(
     ready: watch::Sender<bool>,
     id: String,
 ) {
-    let mut stream = watcher::watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    // No `StreamBackoff`: it resets on every item, `Event::Init` included, which the watcher sends
+    // before each list attempt, so a list that keeps failing (a deleted CRD) would be retried
+    // at the smallest delay forever. Here only what comes from the server resets it.
+    let mut stream = watcher::watcher(api, watcher::Config::default()).boxed();
+    let mut backoff = WatchBackoff::default();
     let mut relist: Option<Vec<DynamicObject>> = None;
     while let Some(event) = stream.next().await {
         let Some(informer) = informer.upgrade() else {
             return;
         };
         match event {
-            Ok(Event::Apply(obj)) => informer.apply(with_types(obj, &ar)),
-            Ok(Event::Delete(obj)) => informer.delete(with_types(obj, &ar)),
             Ok(Event::Init) => relist = Some(Vec::new()),
-            Ok(Event::InitApply(obj)) => match relist.as_mut() {
-                Some(buffer) => buffer.push(with_types(obj, &ar)),
-                None => informer.apply(with_types(obj, &ar)),
-            },
-            Ok(Event::InitDone) => {
-                informer.replace_all(relist.take().unwrap_or_default());
-                let _ = ready.send(true);
+            Ok(event) => {
+                backoff.reset();
+                informer.health().received();
+                match event {
+                    Event::Apply(obj) => informer.apply(with_types(obj, &ar)),
+                    Event::Delete(obj) => informer.delete(with_types(obj, &ar)),
+                    Event::InitApply(obj) => match relist.as_mut() {
+                        Some(buffer) => buffer.push(with_types(obj, &ar)),
+                        None => informer.apply(with_types(obj, &ar)),
+                    },
+                    Event::InitDone => {
+                        informer.replace_all(relist.take().unwrap_or_default());
+                        informer.health().listed = true;
+                        let _ = ready.send(true);
+                    }
+                    Event::Init => {}
+                }
             }
-            Err(e) => tracing::warn!("watch {id}: {e}"),
+            Err(e) => {
+                tracing::warn!("watch {id}: {e}");
+                informer.health().failed(e.to_string());
+                drop(informer);
+                let delay = backoff.next().unwrap_or(WatchBackoff::MAX);
+                tokio::time::sleep(delay).await;
+            }
         }
     }
 }
@@ -319,6 +439,36 @@ async fn run_watch(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn watch_backoff_doubles_to_two_seconds_and_resets() {
+        let mut backoff = WatchBackoff::default();
+        let delays: Vec<u128> = (0..7)
+            .map(|_| backoff.next().expect("never ends").as_millis())
+            .collect();
+        assert_eq!(delays, [200, 400, 800, 1600, 2000, 2000, 2000]);
+        backoff.reset();
+        assert_eq!(backoff.next(), Some(WatchBackoff::BASE));
+    }
+
+    #[test]
+    fn a_watch_is_established_once_listed_and_not_failing() {
+        let mut health = WatchHealth::default();
+        assert_eq!(health.problem().as_deref(), Some("not listed yet"));
+        health.listed = true;
+        assert_eq!(health.problem(), None);
+        health.failed("404 Not Found".into());
+        assert_eq!(health.problem().as_deref(), Some("404 Not Found"));
+        health.received();
+        assert_eq!(health.problem(), None);
+        // A failure long enough ago was followed by a successful retry (a failing watch
+        // reports again within `WatchBackoff::MAX`).
+        health.failing_since = Some((
+            Instant::now() - ESTABLISHED_AFTER_QUIET - Duration::from_secs(1),
+            "old".into(),
+        ));
+        assert_eq!(health.problem(), None);
+    }
 
     #[test]
     fn listed_objects_get_their_api_version_and_kind() {

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::api::Api;
-use kube::runtime::WatchStreamExt;
+use kube::runtime::utils::Backoff as _;
 use kube::runtime::watcher::{self, Event};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -20,6 +20,7 @@ use tokio_util::task::AbortOnDropHandle;
 use super::Shared;
 use super::controller::{self, Running, StartError};
 use super::events::EventType;
+use super::informer::WatchBackoff;
 use super::overlap::may_share_parents;
 use super::queue::{Backoff, WorkQueue};
 use crate::api::{CompositeController, DecoratorController};
@@ -124,9 +125,22 @@ pub async fn run<K: ControllerObject>(shared: Shared, target: Option<String>) {
         }))
     };
 
-    let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+    // Retried as the informers' watches are (see `WatchBackoff`): within 2 s of the API server
+    // coming back.
+    let mut stream = watcher::watcher(api, config).boxed();
+    let mut backoff = WatchBackoff::default();
     let mut listing: Option<Vec<String>> = None;
     while let Some(event) = stream.next().await {
+        if matches!(event, Ok(ref e) if !matches!(e, Event::Init)) {
+            backoff.reset();
+        }
+        if event.is_err() {
+            // After reporting it below.
+            let delay = backoff.next().unwrap_or(WatchBackoff::MAX);
+            report_watch_error::<K>(&kind, event);
+            tokio::time::sleep(delay).await;
+            continue;
+        }
         match event {
             Ok(Event::Apply(cc)) | Ok(Event::InitApply(cc)) => {
                 let name = cc.name_any();
@@ -155,14 +169,21 @@ pub async fn run<K: ControllerObject>(shared: Shared, target: Option<String>) {
                     queue.add(name);
                 }
             }
-            Err(e) if is_missing_crd(&e) => tracing::warn!(
-                "the {kind} CRD is not installed yet (install it with `kubelambda crds | kubectl apply -f -`); retrying"
-            ),
-            Err(e) => tracing::warn!("watching {kind}s: {e}"),
+            Err(_) => {}
         }
     }
     queue.shutdown();
     let _ = reconciler.await;
+}
+
+fn report_watch_error<K: ControllerObject>(kind: &str, event: Result<Event<K>, watcher::Error>) {
+    match event {
+        Err(e) if is_missing_crd(&e) => tracing::warn!(
+            "the {kind} CRD is not installed yet (install it with `kubelambda crds | kubectl apply -f -`); retrying"
+        ),
+        Err(e) => tracing::warn!("watching {kind}s: {e}"),
+        Ok(_) => {}
+    }
 }
 
 /// The API server answers 404 for a resource type it does not serve.

@@ -98,8 +98,13 @@ impl Harness {
     }
 
     pub async fn with_strategy(test: &str, apply: ApplyStrategy) -> Self {
+        Self::on_env(TestEnv::shared(), test, apply).await
+    }
+
+    /// The harness on `env` (a private control plane, for tests that restart or pause its
+    /// components) instead of the shared one.
+    pub async fn on_env(env: &TestEnv, test: &str, apply: ApplyStrategy) -> Self {
         kubelambda::telemetry::init_logging("kubelambda=info");
-        let env = TestEnv::shared();
         let client = env.client().await;
         create_crd(&client, test_parent_crd()).await;
         let useless: Value = serde_yaml::from_str(
