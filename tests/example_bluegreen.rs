@@ -69,30 +69,33 @@ impl BlueGreen {
     /// does not select it before its ReplicaSet has every replica Available.
     async fn wait_live(&self, color: &str, replicas: i32, switching: bool) {
         let other = if color == "blue" { "green" } else { "blue" };
-        wait_until(&format!("{color} live with {replicas} replicas"), || async {
-            // The Service first, then the ReplicaSet it selects: during a rollout the new side's
-            // counts only grow, so a switch seen here was made on counts at most these.
-            let live = self.service_color().await?;
-            let (spec, _, ready, available) = counts(&self.set(color).await?);
-            if switching && live == color {
-                assert!(
-                    spec == replicas && available >= replicas,
-                    "the Service selects {color} while its ReplicaSet has {available} of \
+        wait_until(
+            &format!("{color} live with {replicas} replicas"),
+            || async {
+                // The Service first, then the ReplicaSet it selects: during a rollout the new side's
+                // counts only grow, so a switch seen here was made on counts at most these.
+                let live = self.service_color().await?;
+                let (spec, _, ready, available) = counts(&self.set(color).await?);
+                if switching && live == color {
+                    assert!(
+                        spec == replicas && available >= replicas,
+                        "the Service selects {color} while its ReplicaSet has {available} of \
                      {replicas} replicas available"
-                );
-            }
-            let (other_spec, other_replicas, _, _) = counts(&self.set(other).await?);
-            let parent = self.parents.get("nginx").await.ok()?;
-            let status = parent.data.get("status")?;
-            (live == color
-                && ready == replicas
-                && other_spec == 0
-                && other_replicas == 0
-                && status["activeColor"] == color
-                && status["active"]["availableReplicas"] == replicas
-                && status["observedGeneration"] == json!(parent.metadata.generation))
-            .then_some(())
-        })
+                    );
+                }
+                let (other_spec, other_replicas, _, _) = counts(&self.set(other).await?);
+                let parent = self.parents.get("nginx").await.ok()?;
+                let status = parent.data.get("status")?;
+                (live == color
+                    && ready == replicas
+                    && other_spec == 0
+                    && other_replicas == 0
+                    && status["activeColor"] == color
+                    && status["active"]["availableReplicas"] == replicas
+                    && status["observedGeneration"] == json!(parent.metadata.generation))
+                .then_some(())
+            },
+        )
         .await;
         self.endpoints_follow(color, replicas).await;
     }
@@ -103,9 +106,7 @@ impl BlueGreen {
         let prefix = format!("nginx-{color}-");
         wait_until(&format!("the Service's endpoints on {color}"), || async {
             let list = slices
-                .list(
-                    &ListParams::default().labels("kubernetes.io/service-name=nginx-frontend"),
-                )
+                .list(&ListParams::default().labels("kubernetes.io/service-name=nginx-frontend"))
                 .await
                 .ok()?;
             let pods: Vec<(String, bool)> = list
@@ -123,7 +124,9 @@ impl BlueGreen {
                 })
                 .collect();
             (pods.len() == replicas as usize
-                && pods.iter().all(|(n, ready)| n.starts_with(&prefix) && *ready))
+                && pods
+                    .iter()
+                    .all(|(n, ready)| n.starts_with(&prefix) && *ready))
             .then_some(())
         })
         .await;
@@ -204,7 +207,11 @@ async fn switches_the_service_once_the_new_side_is_complete_and_back() {
         (metrics.syncs() >= syncs + 3).then_some(())
     })
     .await;
-    assert_eq!(metrics.writes(), writes, "a steady BlueGreenDeployment writes nothing");
+    assert_eq!(
+        metrics.writes(),
+        writes,
+        "a steady BlueGreenDeployment writes nothing"
+    );
 
     // Deleted: the garbage collector takes the ReplicaSets and the Service.
     bg.parents

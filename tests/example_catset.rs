@@ -59,7 +59,8 @@ impl CatSet {
         let mut cc = example_controller(&h, EXAMPLE);
         cc["spec"]["resyncPeriodSeconds"] = json!(1);
         create_cc(&h.client, cc).await;
-        let sets = Api::namespaced_with(h.client.clone(), &h.ns, &example_resource(&crd));
+        let sets: Api<DynamicObject> =
+            Api::namespaced_with(h.client.clone(), &h.ns, &example_resource(&crd));
         let pods: Api<Pod> = h.api();
 
         // Every Pod event from before the CatSet exists: the order seen is the order of events.
@@ -188,7 +189,11 @@ impl CatSet {
 
     /// The Pods there are, by name.
     async fn pods_now(&self) -> BTreeMap<String, Pod> {
-        let list = self.pods.list(&Default::default()).await.expect("list Pods");
+        let list = self
+            .pods
+            .list(&Default::default())
+            .await
+            .expect("list Pods");
         list.items.into_iter().map(|p| (p.name_any(), p)).collect()
     }
 
@@ -260,7 +265,11 @@ async fn comes_up_in_order_rolls_one_at_a_time_scales_and_tears_down_in_order() 
         .collect();
     assert_eq!(claim_names, vec!["www-nginx-backend-0"]);
     for i in 0..3 {
-        let claim = c.claims.get(&format!("www-{NAME}-{i}")).await.expect("claim");
+        let claim = c
+            .claims
+            .get(&format!("www-{NAME}-{i}"))
+            .await
+            .expect("claim");
         assert_eq!(
             claim.status.and_then(|s| s.phase).as_deref(),
             Some("Bound"),
@@ -280,9 +289,9 @@ async fn comes_up_in_order_rolls_one_at_a_time_scales_and_tears_down_in_order() 
     wait_until("every Pod on the new template and Ready", || async {
         let pods = c.pods_now().await;
         (pods.len() == 4
-            && pods
-                .values()
-                .all(|p| p.labels().get("version").map(String::as_str) == Some("two") && pod_ready(p)))
+            && pods.values().all(|p| {
+                p.labels().get("version").map(String::as_str) == Some("two") && pod_ready(p)
+            }))
         .then_some(())
     })
     .await;
@@ -294,7 +303,10 @@ async fn comes_up_in_order_rolls_one_at_a_time_scales_and_tears_down_in_order() 
         let deleted = c.position(&Seen::Deleted(name.clone(), uids[0].clone()));
         let created = c.position(&Seen::Created(name.clone(), uids[1].clone()));
         let ready = c.position(&Seen::Ready(name.clone(), uids[1].clone()));
-        assert!(deleted >= before && deleted < created && created < ready, "{name}");
+        assert!(
+            deleted >= before && deleted < created && created < ready,
+            "{name}"
+        );
         if let Some(previous) = previous_ready {
             assert!(
                 previous < deleted,
@@ -304,7 +316,11 @@ async fn comes_up_in_order_rolls_one_at_a_time_scales_and_tears_down_in_order() 
         previous_ready = Some(ready);
     }
     wait_until("Updated: OnLatestRevision", || async {
-        (c.reasons.lock().expect("reasons").last().map(String::as_str)
+        (c.reasons
+            .lock()
+            .expect("reasons")
+            .last()
+            .map(String::as_str)
             == Some("OnLatestRevision"))
         .then_some(())
     })

@@ -99,7 +99,11 @@ impl Jobs {
             }],
         }});
         self.pods
-            .patch_status(&pod.name_any(), &PatchParams::default(), &Patch::Merge(&status))
+            .patch_status(
+                &pod.name_any(),
+                &PatchParams::default(),
+                &Patch::Merge(&status),
+            )
             .await
             .unwrap_or_else(|e| panic!("finishing {}: {e}", pod.name_any()));
     }
@@ -143,11 +147,19 @@ async fn completes_ten_indexes_two_at_a_time_and_then_stops() {
         let pods = j.pods_by_name().await?;
         let unfinished = pods.values().filter(|p| !finished(p)).count();
         most_unfinished.set(most_unfinished.get().max(unfinished));
-        assert!(unfinished <= 2, "parallelism 2, unfinished: {:?}", pods.keys());
+        assert!(
+            unfinished <= 2,
+            "parallelism 2, unfinished: {:?}",
+            pods.keys()
+        );
         for (name, p) in &pods {
             if phase(p) == "Running" {
                 let index = name.rsplit('-').next().map(str::to_owned);
-                assert_eq!(index_of(p), (index.clone(), index), "{name} knows its index");
+                assert_eq!(
+                    index_of(p),
+                    (index.clone(), index),
+                    "{name} knows its index"
+                );
                 j.finish(p, "Succeeded").await;
             }
         }
@@ -161,7 +173,10 @@ async fn completes_ten_indexes_two_at_a_time_and_then_stops() {
     .await;
     assert_eq!(most_unfinished.get(), 2, "two Pods ran at once");
     let status = j.status(&job).await.expect("status");
-    assert_eq!((status["active"].clone(), status["failed"].clone()), (json!(0), json!(0)));
+    assert_eq!(
+        (status["active"].clone(), status["failed"].clone()),
+        (json!(0), json!(0))
+    );
     let pods = j.pods_by_name().await.expect("pods");
     let names: Vec<String> = (0..10).map(|i| format!("print-index-{i}")).collect();
     assert_eq!(pods.keys().cloned().collect::<Vec<_>>(), {
@@ -184,11 +199,19 @@ async fn completes_ten_indexes_two_at_a_time_and_then_stops() {
     let writes = j.h.engine().metrics.writes();
     j.let_it_sync(3).await;
     assert!(
-        j.pods.get_opt("print-index-3").await.expect("get").is_none(),
+        j.pods
+            .get_opt("print-index-3")
+            .await
+            .expect("get")
+            .is_none(),
         "not re-created"
     );
     assert_eq!(j.status(&job).await.expect("status")["succeeded"], 10);
-    assert_eq!(j.h.engine().metrics.writes(), writes, "a finished job writes nothing");
+    assert_eq!(
+        j.h.engine().metrics.writes(),
+        writes,
+        "a finished job writes nothing"
+    );
 
     // Deleted: its Pods go with it.
     j.jobs
@@ -204,7 +227,8 @@ async fn completes_ten_indexes_two_at_a_time_and_then_stops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_pod_is_counted_and_not_replaced() {
     let j = Jobs::new("indexedjob-failed").await;
-    let mut template = example_doc(EXAMPLE, "indexedjob.yaml", "IndexedJob")["spec"]["template"].clone();
+    let mut template =
+        example_doc(EXAMPLE, "indexedjob.yaml", "IndexedJob")["spec"]["template"].clone();
     template["spec"]["restartPolicy"] = json!("Never");
     let job = j
         .create(json!({"completions": 3, "parallelism": 3, "template": template}))
@@ -219,8 +243,7 @@ async fn a_failed_pod_is_counted_and_not_replaced() {
     j.finish(&running["print-index-1"], "Failed").await;
     wait_until("one succeeded, one failed, one active", || async {
         let status = j.status(&job).await?;
-        (status["succeeded"] == 1 && status["failed"] == 1 && status["active"] == 1)
-            .then_some(())
+        (status["succeeded"] == 1 && status["failed"] == 1 && status["active"] == 1).then_some(())
     })
     .await;
     j.finish(&running["print-index-2"], "Succeeded").await;
@@ -234,7 +257,11 @@ async fn a_failed_pod_is_counted_and_not_replaced() {
     })
     .await;
     assert_eq!(
-        (status["succeeded"].clone(), status["failed"].clone(), status["active"].clone()),
+        (
+            status["succeeded"].clone(),
+            status["failed"].clone(),
+            status["active"].clone()
+        ),
         (json!(2), json!(1), json!(0))
     );
     let complete = status["conditions"]
@@ -248,7 +275,11 @@ async fn a_failed_pod_is_counted_and_not_replaced() {
     j.let_it_sync(3).await;
     let pods = j.pods_by_name().await.expect("pods");
     assert_eq!(pods.len(), 3, "no Pod added: {:?}", pods.keys());
-    assert_eq!(pods["print-index-1"].uid(), failed_uid, "the failed Pod is kept, not replaced");
+    assert_eq!(
+        pods["print-index-1"].uid(),
+        failed_uid,
+        "the failed Pod is kept, not replaced"
+    );
     assert_eq!(phase(&pods["print-index-1"]), "Failed");
     delete_namespace(&j.h.client, &j.h.ns).await;
 }
@@ -259,7 +290,7 @@ fn the_inline_template_is_sync_tera() {
     let inline = cc["spec"]["hooks"]["sync"]["tera"]["template"]
         .as_str()
         .expect("inline template");
-    let file = std::fs::read_to_string(root().join("examples/indexedjob/sync.tera"))
-        .expect("sync.tera");
+    let file =
+        std::fs::read_to_string(root().join("examples/indexedjob/sync.tera")).expect("sync.tera");
     assert_eq!(inline, file);
 }
