@@ -36,8 +36,8 @@ fn counts(rs: &ReplicaSet) -> (i32, i32, i32, i32) {
 }
 
 impl BlueGreen {
-    async fn new() -> Self {
-        let h = Harness::new("bluegreen").await;
+    async fn new(test: &str) -> Self {
+        let h = Harness::new(test).await;
         let crd = example_doc(EXAMPLE, "crd.yaml", "CustomResourceDefinition");
         create_crd(&h.client, crd.clone()).await;
         let mut cc = example_controller(&h, EXAMPLE);
@@ -132,6 +132,17 @@ impl BlueGreen {
         .await;
     }
 
+    /// Creates the example's BlueGreenDeployment, labelled for this test.
+    async fn create(&self) {
+        let mut parent = example_doc(EXAMPLE, "bluegreen.yaml", "BlueGreenDeployment");
+        parent["metadata"]["labels"]["kubelambda-test"] = json!(self.h.label);
+        let parent: DynamicObject = serde_json::from_value(parent).expect("BlueGreenDeployment");
+        self.parents
+            .create(&PostParams::default(), &parent)
+            .await
+            .expect("create the BlueGreenDeployment");
+    }
+
     async fn patch_spec(&self, spec: Value) {
         self.parents
             .patch(
@@ -146,14 +157,8 @@ impl BlueGreen {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switches_the_service_once_the_new_side_is_complete_and_back() {
-    let bg = BlueGreen::new().await;
-    let mut parent = example_doc(EXAMPLE, "bluegreen.yaml", "BlueGreenDeployment");
-    parent["metadata"]["labels"]["kubelambda-test"] = json!(bg.h.label);
-    let parent: DynamicObject = serde_json::from_value(parent).expect("BlueGreenDeployment");
-    bg.parents
-        .create(&PostParams::default(), &parent)
-        .await
-        .expect("create the BlueGreenDeployment");
+    let bg = BlueGreen::new("bluegreen").await;
+    bg.create().await;
 
     // test.sh: blue live, green empty.
     bg.wait_live("blue", 3, false).await;
@@ -221,5 +226,57 @@ async fn switches_the_service_once_the_new_side_is_complete_and_back() {
     wait_deleted(&bg.services, "nginx-frontend").await;
     wait_deleted(&bg.sets, "nginx-blue").await;
     wait_deleted(&bg.sets, "nginx-green").await;
+    delete_namespace(&bg.h.client, &bg.h.ns).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_side_that_never_gets_ready_takes_no_traffic_and_a_fix_replaces_it() {
+    let bg = BlueGreen::new("bluegreen-stuck").await;
+    bg.create().await;
+    bg.wait_live("blue", 3, false).await;
+
+    // A template whose Pods can never be scheduled (no Node has this label): green is scaled up
+    // and stays unready; the Service stays on blue, and says so in the status.
+    bg.patch_spec(json!({"template": {"spec": {"nodeSelector": {"no-such-node": "true"}}}}))
+        .await;
+    wait_until("green scaled up, its Pods Pending", || async {
+        let green = bg.set("green").await?;
+        let status = green.status.clone().unwrap_or_default();
+        (counts(&green).0 == 3 && status.replicas == 3).then_some(())
+    })
+    .await;
+    let metrics = bg.h.engine().metrics.clone();
+    let syncs = metrics.syncs();
+    wait_until("three more syncs", || async {
+        (metrics.syncs() >= syncs + 3).then_some(())
+    })
+    .await;
+    assert_eq!(
+        bg.service_color().await.as_deref(),
+        Some("blue"),
+        "no traffic to green"
+    );
+    let blue = bg.set("blue").await.expect("blue");
+    assert_eq!(counts(&blue).0, 3, "blue keeps its replicas");
+    let status = bg.parents.get("nginx").await.expect("parent").data["status"].clone();
+    assert_eq!(status["activeColor"], "blue");
+    assert_eq!(status["inactive"]["readyReplicas"].as_i64().unwrap_or(0), 0);
+
+    // The template fixed mid-rollout: green is emptied first, then rolled out afresh with the
+    // newest template, and takes over.
+    bg.patch_spec(json!({"template": {
+        "metadata": {"labels": {"fixed": "yes"}},
+        "spec": {"nodeSelector": null},
+    }}))
+    .await;
+    bg.wait_live("green", 3, true).await;
+    let green = bg.set("green").await.expect("green");
+    let template = green.spec.and_then(|s| s.template).expect("template");
+    let labels = template.metadata.and_then(|m| m.labels).unwrap_or_default();
+    assert_eq!(labels.get("fixed").map(String::as_str), Some("yes"));
+    assert!(
+        template.spec.and_then(|s| s.node_selector).is_none(),
+        "green runs the fixed template"
+    );
     delete_namespace(&bg.h.client, &bg.h.ns).await;
 }

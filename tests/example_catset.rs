@@ -337,6 +337,12 @@ async fn comes_up_in_order_rolls_one_at_a_time_scales_and_tears_down_in_order() 
         .cloned()
         .expect("Updated condition");
     assert_eq!(updated["status"], "True");
+    let revisions: Api<kubelambda::api::ControllerRevision> = c.h.api();
+    wait_until("one ControllerRevision left", || async {
+        let list = revisions.list(&Default::default()).await.ok()?;
+        (list.items.len() == 1).then_some(())
+    })
+    .await;
 
     // test.sh: scale down to 2: the highest goes first; the claims stay.
     let before = c.seen().len();
