@@ -14,9 +14,11 @@
 //! Set `KUBELAMBDA_TEST_TIMEOUT_SECS` to change the default wait timeout (60 s).
 #![allow(dead_code, unused_imports)]
 
+pub mod examples;
 pub mod faults;
 pub mod harness;
 pub mod hook_server;
+pub use examples::*;
 pub use faults::*;
 pub use harness::*;
 pub use hook_server::HookServer;
