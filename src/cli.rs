@@ -252,6 +252,7 @@ pub async fn render_controller(args: &args::ControllerRenderArgs, eval: &EvalOpt
         parent,
         observed: args.observed.as_deref(),
         related: args.related.as_deref(),
+        namespace: args.namespace.as_deref(),
         jpath: &eval.jsonnet.jpath,
     };
     match render::controller::render_controller(&sandbox, &inputs, args.diff).await {
@@ -320,16 +321,32 @@ async fn serve_metrics(
 async fn serve_health(
     addr: &str,
     role: Option<tokio::sync::watch::Receiver<crate::leader::Role>>,
+    watches: Watches,
 ) -> Result<(), String> {
     let readyz = move || {
         let role = role.as_ref().map(|r| *r.borrow());
+        let problems = watches
+            .get()
+            .map(|informers| informers.unestablished())
+            .unwrap_or_default();
         async move {
-            match role {
+            if !problems.is_empty() {
+                let list: Vec<String> = problems
+                    .iter()
+                    .map(|(watch, why)| format!("{watch}: {why}"))
+                    .collect();
+                return (
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    format!("not ready: watches not established: {}\n", list.join("; ")),
+                );
+            }
+            let text = match role {
                 None => "ok\n",
                 Some(crate::leader::Role::Leading) => "ok: leader\n",
                 Some(crate::leader::Role::Standby) => "ok: standby\n",
                 Some(crate::leader::Role::Lost) => "ok: leader election lost, exiting\n",
-            }
+            };
+            (axum::http::StatusCode::OK, text.to_owned())
         }
     };
     let app = axum::Router::new()
@@ -337,6 +354,10 @@ async fn serve_health(
         .route("/readyz", axum::routing::get(readyz));
     httpd::endpoints::serve_endpoint(addr, app, "health probes").await
 }
+
+/// The running engine's informers, once it runs, for `/readyz`: a watch that is not listed or
+/// keeps failing (a CRD deleted, the API server away) makes the replica not ready.
+type Watches = std::sync::Arc<std::sync::OnceLock<crate::engine::informer::InformerFactory>>;
 
 /// How `run` ended.
 enum RunEnd {
@@ -383,10 +404,12 @@ pub async fn run(options: RunOptions, eval: &EvalOptions) -> ExitCode {
         };
         let metrics = crate::telemetry::api_metrics::ApiMetrics::default();
         serve_metrics(&options.metrics_address, metrics.clone()).await?;
+        let watches = Watches::default();
         let Some(election) = options.leader_election.clone() else {
-            serve_health(&options.health_address, None).await?;
+            serve_health(&options.health_address, None, watches.clone()).await?;
             let engine = crate::engine::Engine::start_fenced(config, engine_config, metrics, None)
                 .map_err(|e| format!("cannot create the Kubernetes client: {e}"))?;
+            let _ = watches.set(engine.shared.informers.clone());
             tracing::info!("kubelambda controller running");
             shutdown_signal().await;
             drop(engine);
@@ -399,7 +422,7 @@ pub async fn run(options: RunOptions, eval: &EvalOptions) -> ExitCode {
         let elector =
             crate::leader::Elector::new(lease_client.clone(), election.clone(), fence.clone());
         let mut role = elector.subscribe();
-        serve_health(&options.health_address, Some(role.clone())).await?;
+        serve_health(&options.health_address, Some(role.clone()), watches.clone()).await?;
         tracing::info!(
             "leader election on Lease {}/{} as {}: standing by until it is ours",
             election.namespace,
@@ -420,6 +443,7 @@ pub async fn run(options: RunOptions, eval: &EvalOptions) -> ExitCode {
         let engine =
             crate::engine::Engine::start_fenced(config, engine_config, metrics, Some(fence))
                 .map_err(|e| format!("cannot create the Kubernetes client: {e}"))?;
+        let _ = watches.set(engine.shared.informers.clone());
         tracing::info!("kubelambda controller running");
         let end = tokio::select! {
             _ = &mut shutdown => RunEnd::Signal,

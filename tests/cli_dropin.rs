@@ -991,3 +991,88 @@ async fn run_endpoints_have_a_connection_cap() {
     }
     let _ = process.child.kill();
 }
+
+/// `/readyz` says not ready while a watch the controller needs is not established (its parent
+/// CRD deleted), naming the watch, and ready again once it is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_reports_a_watch_that_is_not_established() {
+    let env = TestEnv::shared();
+    let client = env.client().await;
+    install_crds(&client).await;
+    let label = name_prefix("readyz");
+    let group = format!("{label}.test.kubelambda.io");
+    let crd = json!({
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("readyzparents.{group}")},
+        "spec": {
+            "group": group,
+            "scope": "Namespaced",
+            "names": {"kind": "ReadyzParent", "plural": "readyzparents"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                          "subresources": {"status": {}},
+                          "schema": {"openAPIV3Schema": {"type": "object",
+                              "x-kubernetes-preserve-unknown-fields": true}}}],
+        },
+    });
+    create_crd(&client, crd.clone()).await;
+    let health = free_address();
+    let args: Vec<String> = [
+        "run",
+        "--kubeconfig",
+        &env.kubeconfig_path().display().to_string(),
+        "--metrics-address=0",
+        &format!("--health-probe-bind-address={health}"),
+        &format!("--target-label-selector=kubelambda-test={label}"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut process = Process::start(&args);
+    process.wait_healthy(&health).await;
+    let cc: DynamicObject = serde_json::from_value(json!({
+        "apiVersion": "metacontroller.k8s.io/v1alpha1",
+        "kind": "CompositeController",
+        "metadata": {"name": label, "labels": {"kubelambda-test": label}},
+        "spec": {
+            "parentResource": {"apiVersion": format!("{group}/v1"), "resource": "readyzparents"},
+            "generateSelector": true,
+            "hooks": {"sync": {"jsonnet": {"source": "function(request) {}"}}},
+        },
+    }))
+    .expect("cc");
+    let ccs: Api<DynamicObject> = Api::all_with(client.clone(), &cc_ar());
+    ccs.create(&PostParams::default(), &cc)
+        .await
+        .expect("create cc");
+    let readyz = |want: u16, text: &'static str| {
+        let url = format!("http://{health}/readyz");
+        async move {
+            wait_until(&format!("/readyz {want} {text:?}"), || async {
+                let r = reqwest::get(&url).await.ok()?;
+                let status = r.status().as_u16();
+                let body = r.text().await.ok()?;
+                (status == want && body.contains(text)).then_some(body)
+            })
+            .await
+        }
+    };
+    // Ready once the controller runs and its parent watch has listed.
+    readyz(200, "ok").await;
+    let crds: Api<k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition> =
+        Api::all(client.clone());
+    crds.delete(&format!("readyzparents.{group}"), &Default::default())
+        .await
+        .expect("delete crd");
+    let body = readyz(503, "readyzparents").await;
+    assert!(
+        body.starts_with("not ready: watches not established"),
+        "{body}"
+    );
+    create_crd(&client, crd).await;
+    readyz(200, "ok").await;
+    ccs.delete(&label, &Default::default())
+        .await
+        .expect("delete cc");
+    let _ = process.child.kill();
+}

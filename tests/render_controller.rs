@@ -233,3 +233,46 @@ fn render_needs_a_hook_or_a_controller() {
     assert_eq!(code, 2, "--parent is required: {err}");
     assert!(err.contains("--parent"), "{err}");
 }
+
+/// The command each example's README shows under "See it offline" works, and renders children.
+#[test]
+fn every_example_renders_offline_as_its_readme_shows() {
+    for name in [
+        "useless-controller",
+        "service-per-pod",
+        "configmap-propagation",
+        "bluegreen",
+        "indexedjob",
+        "catset",
+    ] {
+        let readme = std::fs::read_to_string(root().join("examples").join(name).join("README.md"))
+            .expect("README");
+        let section = readme
+            .split("## See it offline")
+            .nth(1)
+            .unwrap_or_else(|| panic!("{name}: no 'See it offline' section"));
+        let command: String = section
+            .split("```sh\n")
+            .nth(1)
+            .and_then(|rest| rest.split("```").next())
+            .expect("a sh block")
+            .replace("\\\n", " ");
+        let args: Vec<&str> = command.split_whitespace().collect();
+        assert_eq!(&args[..2], ["kubelambda", "render"], "{name}: {command}");
+        let out = Command::new(BIN)
+            .current_dir(root())
+            .args(&args[1..])
+            .output()
+            .expect("run render");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{name}: {command}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("\n---\napiVersion: "),
+            "{name}: no children\n{stdout}"
+        );
+    }
+}

@@ -123,6 +123,11 @@ pub struct ControllerRenderArgs {
     /// The related objects the customize hook would select (a YAML stream or a `kind: List`).
     #[arg(long, value_name = "FILE", requires = "controller")]
     pub related: Option<PathBuf>,
+    /// The parent's namespace when its file names none (as `kubectl apply -n`); without it such
+    /// a parent counts as cluster-scoped, unless it is a built-in namespaced kind (then
+    /// `default`).
+    #[arg(long, short = 'n', value_name = "NAMESPACE", requires = "controller")]
+    pub namespace: Option<String>,
     /// Print what would change against --observed instead of the desired children.
     #[arg(long, requires = "controller")]
     pub diff: bool,

@@ -197,7 +197,14 @@ fn detect_list_map_key(lists: &[&[Value]]) -> Option<&'static str> {
         }
     }
     let common = common?;
-    KNOWN_MERGE_KEYS.into_iter().find(|k| common.contains(k))
+    let key = KNOWN_MERGE_KEYS.into_iter().find(|k| common.contains(k))?;
+    // A list whose items repeat a key is not a map: merged by key it would collapse differently
+    // on every write and never settle (found by tests/hostile_input.rs). Replaced wholesale.
+    let unique = lists.iter().all(|list| {
+        let mut seen = HashSet::new();
+        list.iter().all(|item| seen.insert(list_map_key(item, key)))
+    });
+    unique.then_some(key)
 }
 
 /// The value of `item[key]` as a list-map key. Only called after [`detect_list_map_key`] checked
@@ -841,20 +848,16 @@ mod tests {
     }
 
     #[test]
-    fn merge_list_map_observed_duplicates_follow_go() {
-        // Go's map-based merge folds duplicates into the last one, then emits it per occurrence.
+    fn a_list_repeating_a_merge_key_is_replaced_not_merged() {
+        // Merged by key, repeated keys collapse differently on every write (Go's map-based merge
+        // never settles on them); as an atomic list it converges in one write.
         let observed = json!({"env": [{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]});
         let desired = json!({"env": [{"name": "A"}]});
-        assert_eq!(
-            merge(&observed, &json!({}), &desired),
-            json!({"env": [{"name": "A", "value": "2"}, {"name": "A", "value": "2"}]})
-        );
-        // Desired duplicates are emitted once, the last one winning.
+        assert_eq!(merge(&observed, &json!({}), &desired), desired);
         let desired = json!({"env": [{"name": "B", "value": "1"}, {"name": "B", "value": "2"}]});
-        assert_eq!(
-            merge(&json!({"env": []}), &json!({}), &desired),
-            json!({"env": [{"name": "B", "value": "2"}]})
-        );
+        let once = merge(&json!({"env": []}), &json!({}), &desired);
+        assert_eq!(once, desired);
+        assert_eq!(merge(&once, &desired, &desired), once, "a fixed point");
     }
 
     #[test]

@@ -530,6 +530,13 @@ impl ChildWriter {
         dry_run: &DynamicObject,
         hash: u64,
     ) -> Result<Outcome, ChildError> {
+        if dry_run.resource_version() != obs.resource_version() {
+            // The informer's copy is behind the server: the difference may be another writer's
+            // newer change (a scheduler's nodeName, a kubelet's status), not ours to undo by
+            // deleting the child. The watch event that brings the newer version syncs again.
+            tracing::debug!(kind = %target.ty.ar.kind, child = %target.name, "cached child is stale; Recreate decided on the next sync");
+            return Ok(Outcome::Unchanged);
+        }
         let would_be = target.json(dry_run)?;
         if same_content(obs_json, &would_be) {
             self.remember(obs, hash);
@@ -601,6 +608,10 @@ fn same_content(a: &Value, b: &Value) -> bool {
         if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
             meta.remove("resourceVersion");
             meta.remove("managedFields");
+        }
+        // A write to the main resource never changes the status.
+        if let Some(map) = v.as_object_mut() {
+            map.remove("status");
         }
         v
     }

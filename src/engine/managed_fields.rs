@@ -115,7 +115,20 @@ fn step<'a>(key: &str, value: &'a Value) -> Step<'a> {
         let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(json) else {
             return Step::Unknown;
         };
-        return found(items.and_then(|items| items.iter().find(|i| has_key(i, &fields))));
+        let Some(items) = items else {
+            return Step::Missing;
+        };
+        if let Some(exact) = items.iter().find(|i| has_key(i, &fields)) {
+            return found(Some(exact));
+        }
+        // The server fills in key fields the applier left out (a container port's `protocol`),
+        // so the recorded key has a field the desired item lacks: the item whose present key
+        // fields match is the same item, if only one does.
+        let mut partial = items.iter().filter(|i| has_key_where_present(i, &fields));
+        return match (partial.next(), partial.next()) {
+            (Some(item), None) => found(Some(item)),
+            _ => Step::Missing,
+        };
     }
     if let Some(json) = key.strip_prefix("v:") {
         let Ok(wanted) = serde_json::from_str::<Value>(json) else {
@@ -136,6 +149,15 @@ fn step<'a>(key: &str, value: &'a Value) -> Step<'a> {
 fn has_key(item: &Value, key: &Map<String, Value>) -> bool {
     key.iter()
         .all(|(name, want)| item.get(name).is_some_and(|have| same(have, want)))
+}
+
+/// Whether the key fields `item` has match, and it has at least one of them.
+fn has_key_where_present(item: &Value, key: &Map<String, Value>) -> bool {
+    let mut present = key
+        .iter()
+        .filter_map(|(name, want)| item.get(name).map(|have| same(have, want)))
+        .peekable();
+    present.peek().is_some() && present.all(|matched| matched)
 }
 
 /// JSON equality with numbers compared by value (`80` and `80.0` are one port).

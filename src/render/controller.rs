@@ -43,6 +43,8 @@ pub struct RenderInputs<'a> {
     pub parent: &'a Path,
     pub observed: Option<&'a Path>,
     pub related: Option<&'a Path>,
+    /// The parent's namespace when its file names none (as `kubectl apply -n`).
+    pub namespace: Option<&'a str>,
     pub jpath: &'a [PathBuf],
 }
 
@@ -191,6 +193,28 @@ const CLUSTER_SCOPED: &[&str] = &[
     "csinodes",
 ];
 
+/// Built-in namespaced resources, for a parent file that names no namespace.
+const NAMESPACED_BUILTINS: &[&str] = &[
+    "pods",
+    "services",
+    "configmaps",
+    "secrets",
+    "serviceaccounts",
+    "persistentvolumeclaims",
+    "deployments",
+    "statefulsets",
+    "daemonsets",
+    "replicasets",
+    "jobs",
+    "cronjobs",
+    "ingresses",
+    "roles",
+    "rolebindings",
+    "networkpolicies",
+    "poddisruptionbudgets",
+    "horizontalpodautoscalers",
+];
+
 fn plural_of(api_version: &str, kind: &str) -> String {
     let (group, version) = api_version.rsplit_once('/').unwrap_or(("", api_version));
     ApiResource::from_gvk(&GroupVersionKind::gvk(group, version, kind)).plural
@@ -212,7 +236,10 @@ fn child_types(shape: &Shape, objects: &[&Value]) -> Vec<Option<ChildType>> {
                             .is_some_and(|k| plural_of(api_version, k) == *resource)
                 })
                 .collect();
-            let kind = matching.first()?["kind"].as_str()?.to_owned();
+            let kind = match matching.first().and_then(|o| o["kind"].as_str()) {
+                Some(kind) => kind.to_owned(),
+                None => builtin_kind(api_version, resource)?.to_owned(),
+            };
             Some(ChildType {
                 api_version: api_version.clone(),
                 kind,
@@ -220,6 +247,49 @@ fn child_types(shape: &Shape, objects: &[&Value]) -> Vec<Option<ChildType>> {
             })
         })
         .collect()
+}
+
+/// The kind of a built-in resource (from k8s-openapi's types), for child types no object names.
+fn builtin_kind(api_version: &str, resource: &str) -> Option<&'static str> {
+    use k8s_openapi::api::{apps, autoscaling, batch, core, networking, policy, rbac};
+    macro_rules! table {
+        ($($t:ty),* $(,)?) => {
+            [$((
+                <$t as k8s_openapi::Resource>::API_VERSION,
+                <$t as k8s_openapi::Resource>::URL_PATH_SEGMENT,
+                <$t as k8s_openapi::Resource>::KIND,
+            )),*]
+        };
+    }
+    let known = table![
+        core::v1::Pod,
+        core::v1::Service,
+        core::v1::ConfigMap,
+        core::v1::Secret,
+        core::v1::ServiceAccount,
+        core::v1::PersistentVolumeClaim,
+        core::v1::PersistentVolume,
+        core::v1::Namespace,
+        core::v1::Endpoints,
+        apps::v1::Deployment,
+        apps::v1::StatefulSet,
+        apps::v1::DaemonSet,
+        apps::v1::ReplicaSet,
+        batch::v1::Job,
+        batch::v1::CronJob,
+        networking::v1::Ingress,
+        networking::v1::NetworkPolicy,
+        rbac::v1::Role,
+        rbac::v1::RoleBinding,
+        rbac::v1::ClusterRole,
+        rbac::v1::ClusterRoleBinding,
+        policy::v1::PodDisruptionBudget,
+        autoscaling::v2::HorizontalPodAutoscaler,
+    ];
+    known
+        .into_iter()
+        .find(|(v, plural, _)| *v == api_version && *plural == resource)
+        .map(|(_, _, kind)| kind)
 }
 
 /// The hook's source: inline code as it is; a file at its path, or next to the controller file;
@@ -302,10 +372,49 @@ pub async fn render_controller(
         .into_iter()
         .next()
         .ok_or_else(|| input_error(inputs.controller, "no document"))?;
-    let parent_json = read_docs(inputs.parent)?
-        .into_iter()
-        .next()
+    // The parent file may hold more (an example's namespaces and sources): the parent is the
+    // first document of a type the controller takes as parent.
+    let parent_versions: Vec<&Value> = match controller["kind"].as_str() {
+        Some("DecoratorController") => controller["spec"]["resources"]
+            .as_array()
+            .map(|rules| rules.iter().map(|r| &r["apiVersion"]).collect())
+            .unwrap_or_default(),
+        _ => vec![&controller["spec"]["parentResource"]["apiVersion"]],
+    };
+    let parent_docs = read_docs(inputs.parent)?;
+    let parent_json = parent_docs
+        .iter()
+        .find(|d| parent_versions.contains(&&d["apiVersion"]))
+        .or(parent_docs.first())
+        .cloned()
         .ok_or_else(|| input_error(inputs.parent, "no document"))?;
+    let mut parent_json = parent_json;
+    // Offline, a parent without a namespace is taken as cluster-scoped, unless `--namespace`
+    // gives one, or it is a built-in namespaced kind, which `kubectl apply` would put in
+    // `default`.
+    let missing = parent_json.pointer("/metadata/namespace").is_none();
+    if let (true, Some(ns), Some(meta)) = (
+        missing,
+        inputs.namespace,
+        parent_json
+            .get_mut("metadata")
+            .and_then(Value::as_object_mut),
+    ) {
+        meta.insert("namespace".into(), json!(ns));
+    }
+    if parent_json.pointer("/metadata/namespace").is_none() {
+        let plural = plural_of(
+            parent_json["apiVersion"].as_str().unwrap_or_default(),
+            parent_json["kind"].as_str().unwrap_or_default(),
+        );
+        if NAMESPACED_BUILTINS.contains(&plural.as_str())
+            && let Some(meta) = parent_json
+                .get_mut("metadata")
+                .and_then(Value::as_object_mut)
+        {
+            meta.insert("namespace".into(), json!("default"));
+        }
+    }
     let parent: DynamicObject =
         serde_json::from_value(parent_json.clone()).map_err(|e| input_error(inputs.parent, e))?;
     let observed_docs = match inputs.observed {

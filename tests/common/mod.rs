@@ -11,7 +11,7 @@
 //!
 //! Set `KUBELAMBDA_TESTENV_DIR=/some/dir` to use an environment already started with
 //! `tests/testenv/testenv up /some/dir` instead (faster when iterating; it is left running).
-//! Set `KUBELAMBDA_TEST_TIMEOUT_SECS` to change the default wait timeout (60 s).
+//! Set `KUBELAMBDA_TEST_TIMEOUT_SECS` to change the default wait timeout (120 s: the garbage collector learns a CRD created after it started only every 30 s, and CI machines are loaded).
 #![allow(dead_code, unused_imports)]
 
 pub mod examples;
@@ -44,13 +44,13 @@ use serde::de::DeserializeOwned;
 /// How often the `wait_*` helpers poll.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(200);
 
-/// Default timeout of the `wait_*` helpers: 60 s, or `KUBELAMBDA_TEST_TIMEOUT_SECS`.
+/// Default timeout of the `wait_*` helpers: 120 s, or `KUBELAMBDA_TEST_TIMEOUT_SECS`.
 pub fn default_timeout() -> Duration {
     std::env::var("KUBELAMBDA_TEST_TIMEOUT_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
         .map(Duration::from_secs)
-        .unwrap_or(Duration::from_secs(60))
+        .unwrap_or(Duration::from_secs(120))
 }
 
 /// The control-plane script, `tests/testenv/testenv`.

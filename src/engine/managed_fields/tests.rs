@@ -160,3 +160,17 @@ fn no_migration_when_only_our_apply_entry_exists() {
     );
     assert_eq!(migrated_entries(&json!({}), "kubelambda", &[]), None);
 }
+
+/// The server records a port's key with the `protocol` it defaulted; a desired port without
+/// `protocol` is still the same item (catset's Pods were recreated in a loop without this).
+#[test]
+fn a_key_field_the_server_defaulted_still_matches() {
+    let mut desired = cm_desired();
+    desired["spec"]["ports"] = json!([{"port": 80}]);
+    assert_eq!(first_unwanted(&cm_fields(), &desired), None);
+    // Two items whose present fields both match are ambiguous: not the same item.
+    desired["spec"]["ports"] = json!([{"port": 81}]);
+    assert!(first_unwanted(&cm_fields(), &desired).is_some());
+    desired["spec"]["ports"] = json!([{"protocol": "TCP"}, {"protocol": "TCP", "name": "x"}]);
+    assert!(first_unwanted(&cm_fields(), &desired).is_some());
+}
