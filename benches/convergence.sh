@@ -10,8 +10,9 @@
 # bench.kubelambda.dev/v1) and the same Jsonnet hook (two ConfigMaps `<parent>-a`/`-b`,
 # status `desiredChildren: 2`):
 #
-#   raw                      the client below writes the children and the status itself, 64
-#                            requests at a time (the physical limit: no controller, no watches)
+#   raw                      the client below writes the children and the status itself as
+#                            each parent is created (up to 64 creates and 64 parents' writes in
+#                            flight): the physical limit, no controller, no watches, no hook
 #   kubelambda-ssa           kubelambda run, inline Jsonnet hook, --apply-strategy server-side-apply
 #   kubelambda-dynamic       kubelambda run, inline Jsonnet hook, --apply-strategy dynamic-apply
 #   kubelambda-webhook       kubelambda run (server-side apply), webhook hook served by

@@ -340,9 +340,16 @@ pub async fn run(client: &Client, args: &PhaseArgs) -> Result<PhaseResult, BoxEr
 
     let t0 = Instant::now();
     let n = args.count;
+    // Raw mode: each parent's children and status are written by a task of their own, at most
+    // `concurrency` at a time besides the parent creates, as a controller writes while parents
+    // are still being created (chaining them into the create slots made the raw client the
+    // slowest contender, bound by three round trips per slot).
+    let writers = Arc::new(tokio::sync::Semaphore::new(args.concurrency.max(1)));
+    let raw_tasks = Arc::new(Mutex::new(Vec::new()));
     let load = futures::stream::iter(0..n)
         .map(|i| {
             let (client, parents, pp) = (client.clone(), parents.clone(), pp.clone());
+            let (writers, raw_tasks) = (writers.clone(), raw_tasks.clone());
             async move {
                 let name = format!("p-{i:05}");
                 let created = parents
@@ -350,7 +357,18 @@ pub async fn run(client: &Client, args: &PhaseArgs) -> Result<PhaseResult, BoxEr
                     .await
                     .map_err(|e| format!("creating parent {name}: {e}"))?;
                 if raw {
-                    raw_children_and_status(&client, ns, &created).await?;
+                    let ns = ns.to_string();
+                    let task = tokio::spawn(async move {
+                        let _permit = writers
+                            .acquire_owned()
+                            .await
+                            .map_err(|e| format!("writer slots: {e}"))?;
+                        raw_children_and_status(&client, &ns, &created).await
+                    });
+                    raw_tasks
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(task);
                 }
                 Ok::<(), BoxError>(())
             }
@@ -363,6 +381,11 @@ pub async fn run(client: &Client, args: &PhaseArgs) -> Result<PhaseResult, BoxEr
     });
     let (loaded, converged) = futures::join!(load, converge);
     loaded?;
+    let tasks = std::mem::take(&mut *raw_tasks.lock().unwrap_or_else(|e| e.into_inner()));
+    for task in tasks {
+        task.await
+            .map_err(|e| format!("a raw writer task: {e}"))??;
+    }
     converged?;
     let converge_seconds = t0.elapsed().as_secs_f64();
     let at_converge = apiserver_metrics::scrape(client).await?;
