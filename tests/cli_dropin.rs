@@ -999,7 +999,11 @@ async fn readyz_reports_a_watch_that_is_not_established() {
     let env = TestEnv::shared();
     let client = env.client().await;
     install_crds(&client).await;
-    let label = name_prefix("readyz");
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let label = format!("readyz{}x{nanos}", std::process::id());
     let group = format!("{label}.test.kubelambda.io");
     let crd = json!({
         "apiVersion": "apiextensions.k8s.io/v1",
