@@ -5,7 +5,6 @@
 //! controller file, or a webhook URL), and the answer is validated and planned by the engine's
 //! own code. Nothing is read from or written to a cluster.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -16,7 +15,7 @@ use serde_json::{Value, json};
 use crate::api::{CompositeController, DecoratorController, Hook, HookSource as SpecSource};
 use crate::engine::controller::exchange::{self, HookOutcome};
 use crate::engine::controller::plan::{self, Inputs, Plan};
-use crate::engine::controller::{Kind, build};
+use crate::engine::controller::{Kind, build, observe, selected_by};
 use crate::hooks::HookSource;
 use crate::hooks::protocol::{
     ChildRules, ChildType, DecodeMode, ObjectMap, ProtocolVersion, object_key, type_key,
@@ -428,17 +427,7 @@ pub async fn render_controller(
     let shape = shape(&controller, &parent_json, inputs.controller)?;
     let parent_namespaced = parent.namespace().is_some();
 
-    let empty = BTreeMap::new();
-    let selected = shape
-        .selects
-        .0
-        .as_ref()
-        .is_none_or(|s| s.matches(parent.metadata.labels.as_ref().unwrap_or(&empty)))
-        && shape
-            .selects
-            .1
-            .as_ref()
-            .is_none_or(|s| s.matches(parent.metadata.annotations.as_ref().unwrap_or(&empty)));
+    let selected = selected_by(shape.selects.0.as_ref(), shape.selects.1.as_ref(), &parent);
     let deleting = parent.metadata.deletion_timestamp.is_some();
     let finalizing = shape.finalize.is_some() && (deleting || !selected);
     let (hook_path, hook) = if finalizing {
@@ -461,8 +450,8 @@ pub async fn render_controller(
     // Observed children, grouped by the controller's child types.
     let observed_refs: Vec<&Value> = observed_docs.iter().collect();
     let types_from_observed = child_types(&shape, &observed_refs);
-    let map_of = |docs: &[Value], keyed: &mut ObjectMap, only: &dyn Fn(&Value) -> bool| {
-        for doc in docs.iter().filter(|d| only(d)) {
+    let map_of = |docs: &[Value], keyed: &mut ObjectMap| {
+        for doc in docs {
             let kind = doc["kind"].as_str().unwrap_or_default();
             let api_version = doc["apiVersion"].as_str().unwrap_or_default();
             let key = object_key(
@@ -485,9 +474,9 @@ pub async fn render_controller(
             .entry(type_key(&ty.kind, &ty.api_version))
             .or_default();
     }
-    map_of(&observed_docs, &mut observed_map, &|_| true);
+    map_of(&observed_docs, &mut observed_map);
     let mut related_map = ObjectMap::new();
-    map_of(&related_docs, &mut related_map, &|_| true);
+    map_of(&related_docs, &mut related_map);
 
     let request = exchange::request(
         &shape.kind,
@@ -534,28 +523,8 @@ pub async fn render_controller(
             })
         })
         .collect();
-    let selector = match shape.kind {
-        Kind::Composite {
-            generate_selector: true,
-        } => Some(Selector::equals(&[(
-            crate::api::CONTROLLER_UID_LABEL,
-            &uid,
-        )])),
-        Kind::Composite { .. } => Some(
-            parent
-                .data
-                .pointer("/spec/selector")
-                .and_then(|s| serde_json::from_value(s.clone()).ok())
-                .and_then(|s| Selector::from_label_selector(&s).ok())
-                .ok_or_else(|| {
-                    ControllerRenderError::Controller(
-                        "the parent has no usable spec.selector (and generateSelector is off)"
-                            .into(),
-                    )
-                })?,
-        ),
-        Kind::Decorator => None,
-    };
+    let selector = observe::child_selector(&shape.kind, &parent)
+        .map_err(|e| ControllerRenderError::Controller(format!("the parent {e}")))?;
     let desired = validate_children(
         std::mem::take(&mut outcome.children),
         &ChildRules {

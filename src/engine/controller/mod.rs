@@ -93,15 +93,21 @@ impl ParentType {
     /// Whether `obj` is selected by this controller (a parent that is not, but carries the
     /// finalizer, is still synced: to finalize it).
     pub fn selects(&self, obj: &DynamicObject) -> bool {
-        let empty = Default::default();
-        self.labels
-            .as_ref()
-            .is_none_or(|s| s.matches(obj.metadata.labels.as_ref().unwrap_or(&empty)))
-            && self
-                .annotations
-                .as_ref()
-                .is_none_or(|s| s.matches(obj.metadata.annotations.as_ref().unwrap_or(&empty)))
+        selected_by(self.labels.as_ref(), self.annotations.as_ref(), obj)
     }
+}
+
+/// Whether `obj` matches both selectors (a missing one matches everything). Shared by the
+/// controller and `render --controller`.
+pub fn selected_by(
+    labels: Option<&Selector>,
+    annotations: Option<&Selector>,
+    obj: &DynamicObject,
+) -> bool {
+    let empty = Default::default();
+    labels.is_none_or(|s| s.matches(obj.metadata.labels.as_ref().unwrap_or(&empty)))
+        && annotations
+            .is_none_or(|s| s.matches(obj.metadata.annotations.as_ref().unwrap_or(&empty)))
 }
 
 /// A declared child (or attachment) type, resolved.

@@ -135,28 +135,9 @@ impl Controller {
         )
     }
 
-    /// The selector a composite's children must match: `controller-uid` with generateSelector,
-    /// else the parent's `spec.selector`. Decorators have none.
+    /// The selector a composite's children must match (see [`child_selector`]).
     pub(super) fn selector_for(&self, parent: &DynamicObject) -> Result<Selector, String> {
-        if let Kind::Composite {
-            generate_selector: true,
-        } = self.kind
-        {
-            let uid = parent.uid().unwrap_or_default();
-            return Ok(Selector::equals(&[(CONTROLLER_UID_LABEL, &uid)]));
-        }
-        let Some(raw) = parent.data.pointer("/spec/selector") else {
-            return Err("has no spec.selector (set generateSelector: true on the controller, or give parents a selector)".into());
-        };
-        let sel: LabelSelector = serde_json::from_value(raw.clone())
-            .map_err(|e| format!("spec.selector is not a label selector: {e}"))?;
-        let sel = Selector::from_label_selector(&sel).map_err(|e| format!("spec.selector: {e}"))?;
-        if sel.is_empty() {
-            return Err(
-                "spec.selector must have either matchLabels, matchExpressions, or both".into(),
-            );
-        }
-        Ok(sel)
+        child_selector(&self.kind, parent).map(Option::unwrap_or_default)
     }
 
     /// The observed children as the hook sees them: keyed by type, then by name (protocol v1,
@@ -187,5 +168,35 @@ impl Controller {
             }
         }
         map
+    }
+}
+
+/// The selector `kind`'s children of `parent` must match: `controller-uid` with
+/// generateSelector, else the parent's `spec.selector`; `None` for a decorator, whose
+/// attachments match no selector. Shared by the controller and `render --controller`.
+pub fn child_selector(kind: &Kind, parent: &DynamicObject) -> Result<Option<Selector>, String> {
+    match kind {
+        Kind::Decorator => Ok(None),
+        Kind::Composite {
+            generate_selector: true,
+        } => {
+            let uid = parent.uid().unwrap_or_default();
+            Ok(Some(Selector::equals(&[(CONTROLLER_UID_LABEL, &uid)])))
+        }
+        Kind::Composite { .. } => {
+            let Some(raw) = parent.data.pointer("/spec/selector") else {
+                return Err("has no spec.selector (set generateSelector: true on the controller, or give parents a selector)".into());
+            };
+            let sel: LabelSelector = serde_json::from_value(raw.clone())
+                .map_err(|e| format!("spec.selector is not a label selector: {e}"))?;
+            let sel =
+                Selector::from_label_selector(&sel).map_err(|e| format!("spec.selector: {e}"))?;
+            if sel.is_empty() {
+                return Err(
+                    "spec.selector must have either matchLabels, matchExpressions, or both".into(),
+                );
+            }
+            Ok(Some(sel))
+        }
     }
 }
